@@ -1,0 +1,71 @@
+"""Our FBCNN reproduces the official network's reference outputs (../shared/reference/fbcnn)."""
+import json
+import zlib
+
+import numpy as np
+import pytest
+import torch
+
+from core.network import FBCNN, Config, config_from_state_dict
+from tests.conftest import shared_path
+
+
+def det_init_v1(k, shape, S):
+    n = int(np.prod(shape))
+    idx = np.arange(n, dtype=np.float64)
+    phase = (zlib.crc32(k.encode("utf-8")) % 10007) / 10007 * 2 * np.pi
+    base = np.sin(idx * 0.61803398875 + phase)
+    value = S * base / np.sqrt(n / shape[0]) if len(shape) >= 2 else 0.05 * base
+    return value.astype(np.float32).reshape(shape)
+
+
+def det_init_v2(k, shape, S):
+    n = int(np.prod(shape))
+    M = np.uint64(0xFFFFFFFF)
+    h = (np.arange(n, dtype=np.uint64) * np.uint64(0x9E3779B1) + np.uint64(zlib.crc32(k.encode("utf-8")))) & M
+    h ^= h >> np.uint64(16)
+    h = (h * np.uint64(0x85EBCA6B)) & M
+    h ^= h >> np.uint64(13)
+    h = (h * np.uint64(0xC2B2AE35)) & M
+    h ^= h >> np.uint64(16)
+    base = h.astype(np.float64) / 4294967296.0 * 2.0 - 1.0
+    value = S * base / np.sqrt(n / shape[0]) if len(shape) >= 2 else 0.05 * base
+    return value.astype(np.float32).reshape(shape)
+
+
+SPECS = {"det-init-v1": (det_init_v1, 3.0, "", 1e-4), "det-init-v2": (det_init_v2, 1.0, "det-init-v2/", 2e-5)}
+
+
+@pytest.fixture(scope="module")
+def manifest():
+    return json.loads(shared_path("reference", "fbcnn", "manifest.json").read_text())
+
+
+@pytest.mark.parametrize("cfg", ["color", "gray"])
+def test_state_dict_keys_and_shapes_equal_official(manifest, cfg):
+    n = manifest["configs"][cfg]["in_nc"]
+    sd = FBCNN(in_nc=n, out_nc=n).state_dict()
+    ours = [[k, list(v.shape)] for k, v in sd.items()]
+    assert ours == manifest["configs"][cfg]["state_dict"]
+    assert config_from_state_dict(sd) == Config(n, n)
+
+
+@pytest.mark.parametrize("spec", list(SPECS))
+@pytest.mark.parametrize("cfg", ["color", "gray"])
+def test_reproduces_reference_outputs(manifest, spec, cfg):
+    fill, S, sub, rtol = SPECS[spec]
+    ref = shared_path("reference", "fbcnn")
+    n = manifest["configs"][cfg]["in_nc"]
+    model = FBCNN(in_nc=n, out_nc=n).eval()
+    sd = {k: torch.from_numpy(fill(k, tuple(v.shape), S)) for k, v in model.state_dict().items()}
+    model.load_state_dict(sd, strict=True)
+    x = torch.from_numpy(np.load(ref / f"{cfg}_input.npy"))
+    with torch.no_grad():
+        cases = {"auto": model(x), "qfinput0p70_QF30": model(x, qf_input=torch.tensor([[0.7]]))}
+    for case, (img, qf) in cases.items():
+        ref_img = np.load(ref / f"{sub}{cfg}_{case}_image.npy")
+        ref_qf = np.load(ref / f"{sub}{cfg}_{case}_qf.npy")
+        assert img.shape == ref_img.shape and qf.shape == ref_qf.shape == (1, 1)
+        err = np.abs(img.numpy() - ref_img).max()
+        assert err <= rtol * np.abs(ref_img).max(), (spec, cfg, case, err)
+        assert np.abs(qf.numpy() - ref_qf).max() <= 2e-6, (spec, cfg, case)

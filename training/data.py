@@ -1,0 +1,51 @@
+"""Training images from ../shared/datasets/train, held in memory as uint8 RGB."""
+from __future__ import annotations
+
+import pathlib
+import random
+
+import numpy as np
+from PIL import Image
+
+from training import degrade
+
+
+def load_images(train_dir: pathlib.Path, min_side: int) -> list[np.ndarray]:
+    images = []
+    for p in sorted(train_dir.rglob("*")):
+        if p.suffix.lower() not in (".png", ".jpg", ".jpeg"):
+            continue
+        im = Image.open(p).convert("RGB")
+        if "SunHays80_q75" in str(p):
+            # Quality-75 originals: halve with an anti-aliasing filter to hide their 8x8 blocks.
+            im = im.resize((im.width // 2, im.height // 2), Image.LANCZOS)
+        if min(im.size) >= min_side:
+            images.append(np.asarray(im))
+    return images
+
+
+def augment(a: np.ndarray, rng: random.Random) -> np.ndarray:
+    k = rng.randrange(4)
+    a = np.rot90(a, k)
+    if rng.random() < 0.5:
+        a = a[:, ::-1]
+    return np.ascontiguousarray(a)
+
+
+def sample(images, rng: random.Random, size: int, p_double: float):
+    """One (degraded, clean, qf) triple as uint8 HxWx3 arrays and an int QF."""
+    img = images[rng.randrange(len(images))]
+    h, w = img.shape[:2]
+    y, x = rng.randrange(h - size - 8 + 1), rng.randrange(w - size - 8 + 1)
+    crop = augment(img[y:y + size + 8, x:x + size + 8], rng)
+    if rng.random() < p_double:
+        return degrade.double(crop, rng, size)
+    return degrade.single(crop, rng, size)
+
+
+def batch(images, rng: random.Random, n: int, size: int, p_double: float):
+    triples = [sample(images, rng, size, p_double) for _ in range(n)]
+    lq = np.stack([t[0] for t in triples]).astype(np.float32) / 255
+    gt = np.stack([t[1] for t in triples]).astype(np.float32) / 255
+    qf = np.array([[1 - t[2] / 100] for t in triples], dtype=np.float32)
+    return lq.transpose(0, 3, 1, 2), gt.transpose(0, 3, 1, 2), qf

@@ -1,0 +1,44 @@
+"""JPEG degradations used for training (paper's recipe), built on Pillow's libjpeg."""
+from __future__ import annotations
+
+import io
+import random
+
+import numpy as np
+from PIL import Image
+
+QF_GRID = (10, 20, 30, 40, 50, 60, 70)
+
+
+def jpeg(rgb: np.ndarray, qf: int) -> np.ndarray:
+    """Encode/decode through libjpeg with 4:2:0 chroma, as real JPEGs do."""
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, "JPEG", quality=int(qf), subsampling=2)
+    return np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))
+
+
+def draw_qf(rng: random.Random) -> int:
+    """75% from {10..70}, 25% uniform in 5..95 (the paper's single-JPEG distribution)."""
+    return rng.choice(QF_GRID) if rng.random() < 0.75 else rng.randint(5, 95)
+
+
+def single(clean: np.ndarray, rng: random.Random, size: int):
+    qf = draw_qf(rng)
+    patch = clean[:size, :size]
+    return jpeg(patch, qf), patch, qf
+
+
+def double(clean: np.ndarray, rng: random.Random, size: int):
+    """y = JPEG(shift(JPEG(x, QF1)), QF2), non-aligned (FBCNN-A style).
+
+    The label is the dominant (lower) QF: it sets how much information is gone, so
+    it is what the decoder must be told to remove. A label of QF2 would tell the
+    network to keep the first compression's blocking.
+    """
+    q1, q2 = draw_qf(rng), draw_qf(rng)
+    dy, dx = rng.randrange(8), rng.randrange(8)
+    if dy == 0 and dx == 0:
+        dx = rng.randrange(1, 8)
+    first = jpeg(clean[:size + 8, :size + 8], q1)
+    shifted = np.ascontiguousarray(first[dy:dy + size, dx:dx + size])
+    return jpeg(shifted, q2), clean[dy:dy + size, dx:dx + size], min(q1, q2)

@@ -1,0 +1,136 @@
+"""Train the bundled compact FBCNN on the CPU, resumably.
+
+    python -m training.train --iters 16000 --out training/run
+
+Reproduces core/models/fbcnn_compact.pth (see training/README.md for what ran).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import pathlib
+import random
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from core.network import build
+from core.weights import COMPACT_CONFIG
+from training import data, degrade
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+SHARED = ROOT.parent / "shared" / "datasets"
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+    return 10 * math.log10(255.0 ** 2 / max(mse, 1e-10))
+
+
+def load_val(n=18, crop=256):
+    out = []
+    for p in sorted((SHARED / "val" / "McMaster").glob("*.png"))[:n]:
+        from PIL import Image
+        a = np.asarray(Image.open(p).convert("RGB"))
+        h, w = a.shape[:2]
+        y, x = (h - crop) // 2 // 8 * 8, (w - crop) // 2 // 8 * 8
+        out.append(np.ascontiguousarray(a[y:y + crop, x:x + crop]))
+    return out
+
+
+@torch.inference_mode()
+def validate(model, val, qfs=(10, 30)) -> dict:
+    model.eval()
+    res = {}
+    for qf in qfs:
+        gains, qerr = [], []
+        for gt in val:
+            lq = degrade.jpeg(gt, qf)
+            x = torch.from_numpy(lq.copy()).permute(2, 0, 1)[None].float() / 255
+            y, q = model(x)
+            out = (y[0].permute(1, 2, 0).clamp(0, 1).numpy() * 255).round().astype(np.uint8)
+            gains.append(psnr(out, gt) - psnr(lq, gt))
+            qerr.append(abs((1 - q.item()) * 100 - qf))
+        res[f"gain_qf{qf}"] = round(float(np.mean(gains)), 3)
+        res[f"qf_mae_qf{qf}"] = round(float(np.mean(qerr)), 2)
+    model.train()
+    return res
+
+
+def lr_at(it, total, base, warm=300):
+    if it < warm:
+        return base * (it + 1) / warm
+    t = (it - warm) / max(1, total - warm)
+    return 1e-6 + 0.5 * (base - 1e-6) * (1 + math.cos(math.pi * min(t, 1.0)))
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--iters", type=int, default=16000)
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--patch", type=int, default=96)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--qf-weight", type=float, default=0.1)
+    ap.add_argument("--p-double", type=float, default=0.3)
+    ap.add_argument("--val-every", type=int, default=500)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=True)
+    ap.add_argument("--out", type=pathlib.Path, default=ROOT / "training" / "run")
+    ap.add_argument("--seed", type=int, default=0)
+    a = ap.parse_args(argv)
+    torch.set_num_threads(a.threads)
+    a.out.mkdir(parents=True, exist_ok=True)
+    ckpt_path, log_path = a.out / "checkpoint.pt", a.out / "log.jsonl"
+
+    torch.manual_seed(a.seed)
+    model = build(COMPACT_CONFIG).train()
+    # Start at "no change": with the global residual a zero tail makes the output equal the input.
+    torch.nn.init.zeros_(model.m_tail.weight)
+    torch.nn.init.zeros_(model.m_tail.bias)
+    opt = torch.optim.Adam(model.parameters(), lr=a.lr)
+    rng = random.Random(a.seed)
+    start, spent = 0, 0.0
+    if ckpt_path.exists():
+        ck = torch.load(ckpt_path, weights_only=False)
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["opt"])
+        rng.setstate(ck["rng"])
+        start, spent = ck["iter"], ck["seconds"]
+        print(f"resumed at iteration {start} ({spent / 3600:.2f} h so far)")
+
+    images = data.load_images(SHARED / "train", a.patch + 8)
+    val = load_val()
+    print(f"{len(images)} training images; {len(val)} validation crops")
+    t0, running = time.time(), []
+    for it in range(start, a.iters):
+        for g in opt.param_groups:
+            g["lr"] = lr_at(it, a.iters, a.lr)
+        lq, gt, qf = (torch.from_numpy(v) for v in data.batch(images, rng, a.batch, a.patch, a.p_double))
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=a.bf16):
+            y, q = model(lq)
+        loss = F.l1_loss(y.float(), gt) + a.qf_weight * F.l1_loss(q.float(), qf)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        running.append(loss.item())
+        done = it + 1
+        if done % a.val_every == 0 or done == a.iters:
+            elapsed = spent + time.time() - t0
+            rec = {"iter": done, "hours": round(elapsed / 3600, 3), "loss": round(float(np.mean(running)), 5),
+                   "lr": opt.param_groups[0]["lr"], **validate(model, val)}
+            running = []
+            print(json.dumps(rec), flush=True)
+            with open(log_path, "a") as f:
+                f.write(json.dumps(rec) + "\n")
+            torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "rng": rng.getstate(),
+                        "iter": done, "seconds": elapsed, "args": {k: str(v) for k, v in vars(a).items()}},
+                       ckpt_path.with_suffix(".tmp"))
+            ckpt_path.with_suffix(".tmp").replace(ckpt_path)
+            torch.save(model.state_dict(), a.out / "compact_latest.pth")
+
+
+if __name__ == "__main__":
+    main()

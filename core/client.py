@@ -1,0 +1,537 @@
+"""Talk to the FBCNN worker (``python -m core.worker``) from an editor's Python.
+
+Standard library only, and nothing from ``core``: the installer copies this file
+into the GIMP and Krita plug-in folders as ``fbcnn_client.py``, where numpy and
+torch do not exist. Keep it working on Python 3.9 to 3.13.
+
+The worker protocol (frames of a JSON header plus raw bytes) is described in
+docs/contracts.md. The framing helpers live here so the worker reuses them and
+both sides cannot drift apart.
+"""
+from __future__ import annotations
+
+import collections
+import json
+import os
+import pathlib
+import queue
+import struct
+import subprocess
+import sys
+import threading
+import time
+
+# Client-side error kinds, besides the worker's own (bad-request, missing-model,
+# out-of-memory, cancelled, internal).
+NOT_CONFIGURED = "not-configured"
+TIMEOUT = "timeout"
+WORKER_DIED = "worker-died"
+PROTOCOL = "protocol"
+
+DTYPES = {"u8": 1, "u16": 2, "f16": 2, "f32": 4}
+ORDERS = ("RGB", "RGBA", "BGRA", "Y", "YA")
+MAX_HEADER = 16 << 20  # a longer header means the stream is out of sync
+_LEN = struct.Struct(">I")
+_STDERR_LINES = 200
+
+
+class WorkerError(Exception):
+    """A failed call. ``kind`` is one of the worker's error kinds or a client one."""
+
+    def __init__(self, kind: str, message: str, stderr_tail: str = ""):
+        super().__init__(message)
+        self.kind = kind
+        self.message = message
+        self.stderr_tail = stderr_tail
+
+    def __str__(self):
+        if self.stderr_tail:
+            return f"{self.message}\n--- worker stderr (last lines) ---\n{self.stderr_tail}"
+        return self.message
+
+
+class FrameError(Exception):
+    """A frame that cannot be parsed. ``fatal`` means the stream is out of sync."""
+
+    def __init__(self, message: str, fatal: bool = False):
+        super().__init__(message)
+        self.fatal = fatal
+
+
+# ---------------------------------------------------------------- framing
+
+def _read_exact(stream, n: int) -> bytes | None:
+    """n bytes, or None at EOF before the first byte; raises EOFError when cut inside."""
+    if n == 0:
+        return b""
+    buf = bytearray(n)
+    view = memoryview(buf)
+    got = 0
+    while got < n:
+        k = stream.readinto(view[got:])
+        if not k:
+            if got == 0:
+                return None
+            raise EOFError(f"stream ended after {got} of {n} bytes")
+        got += k
+    return bytes(buf) if n < 4096 else buf
+
+
+def read_frame(stream):
+    """Next (header, payload) from a binary stream, or None at a clean EOF.
+
+    Raises EOFError for a frame cut short, FrameError for a header that is not a
+    JSON object (its bytes are consumed; no payload is assumed, so the stream
+    stays in step as long as the sender meant none).
+    """
+    raw = _read_exact(stream, 4)
+    if raw is None:
+        return None
+    if len(raw) < 4:
+        raise EOFError("stream ended inside a frame length")
+    (n,) = _LEN.unpack(raw)
+    if n > MAX_HEADER:
+        raise FrameError(f"frame header of {n} bytes is larger than {MAX_HEADER}; "
+                         "the stream is out of sync", fatal=True)
+    body = _read_exact(stream, n)
+    if body is None and n:
+        raise EOFError("stream ended before a frame header")
+    try:
+        header = json.loads(bytes(body or b"").decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as e:
+        raise FrameError(f"frame header is not valid UTF-8 JSON: {e}") from None
+    if not isinstance(header, dict):
+        raise FrameError(f"frame header must be a JSON object, not {type(header).__name__}")
+    nbytes = header.get("nbytes", 0) or 0
+    if not isinstance(nbytes, int) or isinstance(nbytes, bool) or nbytes < 0:
+        raise FrameError(f"nbytes must be a non-negative integer, not {nbytes!r}")
+    payload = _read_exact(stream, nbytes)
+    if payload is None and nbytes:
+        raise EOFError(f"stream ended before a payload of {nbytes} bytes")
+    return header, payload if payload is not None else b""
+
+
+def write_frame(stream, header: dict, *payloads) -> None:
+    """Write one frame; ``nbytes`` is set from the payload parts, which are not joined."""
+    views = [p if isinstance(p, memoryview) else memoryview(p) for p in payloads]
+    header = dict(header, nbytes=sum(v.nbytes for v in views))
+    body = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    stream.write(_LEN.pack(len(body)) + body)
+    for v in views:
+        if v.nbytes:
+            stream.write(v.cast("B") if v.format != "B" else v)
+    stream.flush()
+
+
+# ---------------------------------------------------------------- pixel formats
+
+def pixel_format(width: int, height: int, dtype: str, order: str) -> dict:
+    """The pixel descriptor of the protocol, checked."""
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {sorted(DTYPES)}, not {dtype!r}")
+    if order not in ORDERS:
+        raise ValueError(f"order must be one of {list(ORDERS)}, not {order!r}")
+    if int(width) < 1 or int(height) < 1:
+        raise ValueError(f"image size must be positive, not {width}x{height}")
+    return {"width": int(width), "height": int(height), "dtype": dtype, "order": order}
+
+
+def frame_nbytes(fmt: dict) -> int:
+    """Bytes of pixel data that a descriptor calls for."""
+    return fmt["width"] * fmt["height"] * len(fmt["order"]) * DTYPES[fmt["dtype"]]
+
+
+# ---------------------------------------------------------------- configuration
+
+def config_path() -> pathlib.Path:
+    """Where the installer writes frontend.json; FBCNN_FRONTEND_CONFIG overrides."""
+    env = os.environ.get("FBCNN_FRONTEND_CONFIG")
+    if env:
+        return pathlib.Path(env)
+    if sys.platform == "win32":
+        base = os.environ.get("APPDATA") or str(pathlib.Path.home() / "AppData" / "Roaming")
+        return pathlib.Path(base) / "fbcnn" / "frontend.json"
+    if sys.platform == "darwin":
+        return pathlib.Path.home() / "Library" / "Application Support" / "fbcnn" / "frontend.json"
+    base = os.environ.get("XDG_CONFIG_HOME") or str(pathlib.Path.home() / ".config")
+    return pathlib.Path(base) / "fbcnn" / "frontend.json"
+
+
+_SETUP_HINT = ("Run `python installer.py` from the FBCNN folder (it sets up the Python "
+               "that runs the network), then restart the editor.")
+
+
+def load_config(path=None) -> dict:
+    """The installer's frontend.json, or WorkerError(not-configured) saying what to do."""
+    path = pathlib.Path(path) if path else config_path()
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise WorkerError(NOT_CONFIGURED, f"FBCNN is not set up: {path} does not exist. "
+                          + _SETUP_HINT) from None
+    except (OSError, ValueError) as e:
+        raise WorkerError(NOT_CONFIGURED, f"FBCNN's settings file {path} cannot be read ({e}). "
+                          + _SETUP_HINT) from None
+    if not isinstance(config, dict) or not config.get("python") or not config.get("core_path"):
+        raise WorkerError(NOT_CONFIGURED, f"FBCNN's settings file {path} lacks 'python' or "
+                          "'core_path'. " + _SETUP_HINT)
+    return config
+
+
+def in_flatpak() -> bool:
+    return os.path.exists("/.flatpak-info")
+
+
+# ---------------------------------------------------------------- the worker
+
+class _Process:
+    """One running worker: its pipes, a stdout reader and a bounded stderr tail."""
+
+    def __init__(self, cmd, cwd, env):
+        kwargs = {}
+        if sys.platform == "win32":
+            kwargs["creationflags"] = 0x08000000  # CREATE_NO_WINDOW: no console flashes up
+        try:
+            self.popen = subprocess.Popen(cmd, cwd=cwd, env=env, stdin=subprocess.PIPE,
+                                          stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                          bufsize=0, **kwargs)
+        except OSError as e:
+            raise WorkerError(WORKER_DIED, f"cannot start the FBCNN worker {cmd[0]!r}: {e}. "
+                              + _SETUP_HINT) from None
+        self.replies = queue.Queue()
+        self.stderr = collections.deque(maxlen=_STDERR_LINES)
+        self._stderr_done = threading.Event()
+        self.write_lock = threading.Lock()
+        threading.Thread(target=self._read_stdout, daemon=True, name="fbcnn-stdout").start()
+        threading.Thread(target=self._read_stderr, daemon=True, name="fbcnn-stderr").start()
+
+    def _read_stdout(self):
+        stream = self.popen.stdout
+        try:
+            while True:
+                frame = read_frame(stream)
+                if frame is None:
+                    break
+                self.replies.put(frame)
+        except (EOFError, OSError, ValueError) as e:  # ValueError: a closed pipe
+            self.stderr.append(f"[client] reply stream ended: {e}")
+        except FrameError as e:
+            self.replies.put(({"type": "error", "kind": PROTOCOL,
+                               "message": f"unreadable reply from the worker: {e}"}, b""))
+        self.replies.put(None)  # EOF marker
+
+    def _read_stderr(self):
+        try:
+            for line in iter(self.popen.stderr.readline, b""):
+                self.stderr.append(line.decode("utf-8", "replace").rstrip("\r\n"))
+        except (OSError, ValueError):
+            pass
+        finally:
+            self._stderr_done.set()
+
+    def stderr_tail(self, wait: float = 0.0) -> str:
+        if wait:
+            self._stderr_done.wait(wait)
+        return "\n".join(list(self.stderr)[-40:])
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def send(self, header, payloads, deadline: float):
+        """Write a frame; a worker that stops reading is killed at the deadline."""
+        # A hung worker with a full pipe would block write() forever; killing it
+        # from a timer turns that into a BrokenPipeError here.
+        timer = threading.Timer(max(0.0, deadline - time.monotonic()), self.kill)
+        timer.daemon = True
+        timer.start()
+        try:
+            with self.write_lock:
+                write_frame(self.popen.stdin, header, *payloads)
+        finally:
+            timer.cancel()
+
+    def kill(self):
+        try:
+            self.popen.kill()
+        except OSError:
+            pass
+
+    def close(self, grace: float):
+        try:
+            self.popen.stdin.close()
+        except OSError:
+            pass
+        try:
+            self.popen.wait(grace)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            try:
+                self.popen.wait(grace)
+            except subprocess.TimeoutExpired:
+                pass
+
+
+class Worker:
+    """A worker process, started on first use and restarted if it has gone away.
+
+    ``timeout`` is how long the worker may stay silent during a call (start-up,
+    model loading, between progress reports) before it counts as hung; it is
+    then killed and the call raises WorkerError(kind="timeout"). Calls are
+    serialised: one request at a time per Worker.
+    """
+
+    def __init__(self, python=None, core_path=None, config=None, timeout: float = 120.0,
+                 idle_timeout: float | None = None, grace: float = 3.0):
+        if python is None or core_path is None:
+            config = dict(config) if config is not None else load_config()
+            python = python or config.get("python")
+            core_path = core_path or config.get("core_path")
+        config = config or {}
+        if not python or not core_path:
+            raise WorkerError(NOT_CONFIGURED, "no worker python or core_path given. " + _SETUP_HINT)
+        self.python = str(python)
+        self.core_path = str(core_path)
+        self.flatpak = bool(config.get("flatpak_spawn")) or in_flatpak()
+        self.timeout = float(timeout)
+        self.idle_timeout = idle_timeout
+        self.grace = float(grace)
+        self._proc = None
+        self._lock = threading.Lock()
+        self._next_id = 0
+
+    # -- process management
+
+    def command(self) -> list:
+        cmd = [self.python, "-m", "core.worker"]
+        if self.idle_timeout:
+            cmd += ["--idle-timeout", str(self.idle_timeout)]
+        if self.flatpak:
+            # The host's Python must run outside the sandbox; the sandbox's
+            # environment is not passed, so name the folder and blank the
+            # variables that would point the host Python elsewhere.
+            cmd = ["flatpak-spawn", "--host", f"--directory={self.core_path}",
+                   "--env=PYTHONPATH=", "--env=PYTHONHOME="] + cmd
+        return cmd
+
+    def _env(self) -> dict:
+        env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
+        env["PYTHONUNBUFFERED"] = "1"  # stderr lines reach the tail as they are written
+        return env
+
+    def _process(self) -> _Process:
+        if self._proc is None or not self._proc.alive():
+            self._proc = _Process(self.command(), self.core_path, self._env())
+        return self._proc
+
+    def close(self):
+        """Ask the worker to shut down; kill it if it has not gone after the grace period."""
+        with self._lock:
+            proc, self._proc = self._proc, None
+            if proc is None or not proc.alive():
+                return
+            try:
+                self._next_id += 1
+                proc.send({"op": "shutdown", "id": self._next_id}, (), time.monotonic() + self.grace)
+            except OSError:
+                pass
+            proc.close(self.grace)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # -- requests
+
+    def hello(self, timeout=None) -> dict:
+        header, _ = self._call({"op": "hello"}, (), timeout=timeout)
+        return header
+
+    def estimate(self, pixels, fmt: dict, *, progress=None, cancel_event=None, timeout=None,
+                 **opts) -> dict:
+        pixels = _as_buffer(pixels)
+        _check_pixels(pixels, fmt)
+        header, _ = self._call(dict(_request_opts(opts), op="estimate", **_fmt(fmt)), (pixels,),
+                               progress=progress, cancel_event=cancel_event, timeout=timeout)
+        return header
+
+    def restore(self, pixels, fmt: dict, *, mask=None, progress=None, cancel_event=None,
+                timeout=None, **opts):
+        """(result pixels as bytes in the request's layout, result header)."""
+        pixels = _as_buffer(pixels)
+        _check_pixels(pixels, fmt)
+        parts = (pixels,)
+        request = dict(_request_opts(opts), op="restore", **_fmt(fmt))
+        if mask is not None:
+            mask = _as_buffer(mask)
+            if mask.nbytes != fmt["width"] * fmt["height"]:
+                raise WorkerError("bad-request", f"the mask has {mask.nbytes} bytes; a "
+                                  f"{fmt['width']}x{fmt['height']} image needs one per pixel")
+            request["mask"] = True
+            parts = (pixels, mask)
+        header, payload = self._call(request, parts, progress=progress,
+                                     cancel_event=cancel_event, timeout=timeout)
+        return bytes(payload), header
+
+    def submit(self, op: str, pixels=None, fmt=None, **opts) -> "Job":
+        """Run hello/estimate/restore on a background thread so a UI stays responsive."""
+        if op not in ("hello", "estimate", "restore"):
+            raise ValueError(f"cannot submit {op!r}")
+        return Job(self, op, pixels, fmt, opts)
+
+    def _call(self, request, parts, progress=None, cancel_event=None, timeout=None):
+        with self._lock:
+            try:
+                return self._exchange(request, parts, progress, cancel_event, timeout)
+            except WorkerError as e:
+                # A worker that exits cleanly before answering ran out its idle
+                # timeout just as we wrote; a fresh one can take the request.
+                if e.kind == WORKER_DIED and getattr(e, "returncode", None) == 0:
+                    return self._exchange(request, parts, progress, cancel_event, timeout)
+                raise
+
+    def _exchange(self, request, parts, progress, cancel_event, timeout):
+        timeout = self.timeout if timeout is None else float(timeout)
+        proc = self._process()
+        self._next_id += 1
+        rid = request["id"] = self._next_id
+        try:
+            proc.send(request, parts, time.monotonic() + timeout)
+        except (OSError, ValueError):
+            self._raise_dead(proc, "while sending the request", timeout)
+        deadline = time.monotonic() + timeout
+        cancel_sent = False
+        while True:
+            if cancel_event is not None and cancel_event.is_set() and not cancel_sent:
+                cancel_sent = True
+                try:
+                    proc.send({"op": "cancel", "id": -rid, "target": rid}, (),
+                              time.monotonic() + timeout)
+                except (OSError, ValueError):
+                    self._raise_dead(proc, "while cancelling", timeout)
+            wait = deadline - time.monotonic()
+            if wait <= 0:
+                proc.kill()
+                self._proc = None
+                raise WorkerError(TIMEOUT, f"the FBCNN worker did not answer within {timeout:g} s "
+                                  "and was stopped", proc.stderr_tail(0.5))
+            try:
+                frame = proc.replies.get(timeout=min(wait, 0.1) if cancel_event is not None else wait)
+            except queue.Empty:
+                continue
+            if frame is None:
+                self._raise_dead(proc, "before answering", timeout)
+            header, payload = frame
+            if header.get("id") not in (rid, None) or header.get("type") is None:
+                continue  # a stray reply to an earlier, abandoned request
+            deadline = time.monotonic() + timeout  # any reply proves the worker is alive
+            kind = header.get("type")
+            if kind == "progress":
+                if progress is not None:
+                    progress(header.get("done", 0), header.get("total", 0))
+                continue
+            if kind == "error":
+                raise WorkerError(header.get("kind", "internal"), header.get("message", ""),
+                                  proc.stderr_tail() if header.get("kind") == "internal" else "")
+            if cancel_sent:
+                raise WorkerError("cancelled", "cancelled")
+            for k in ("id", "type", "nbytes"):
+                header.pop(k, None)
+            return header, payload
+
+    def _raise_dead(self, proc, when, timeout):
+        try:
+            rc = proc.popen.wait(min(timeout, self.grace))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            rc = proc.popen.wait()
+        self._proc = None
+        err = WorkerError(WORKER_DIED, f"the FBCNN worker ({self.python}) exited with code {rc} "
+                          f"{when}", proc.stderr_tail(1.0))
+        err.returncode = rc
+        raise err
+
+
+class Job:
+    """A request running on a background thread.
+
+    ``progress`` (the optional callback in opts) is called on that thread; a UI
+    that must not be touched from other threads can poll ``job.progress``
+    (done, total) instead.
+    """
+
+    def __init__(self, worker: Worker, op: str, pixels, fmt, opts):
+        self.progress = (0, 0)
+        self._callback = opts.pop("progress", None)
+        self._cancel = threading.Event()
+        self._done = threading.Event()
+        self._result = None
+        self._error = None
+        self._thread = threading.Thread(target=self._run, args=(worker, op, pixels, fmt, opts),
+                                        daemon=True, name=f"fbcnn-{op}")
+        self._thread.start()
+
+    def _on_progress(self, done, total):
+        self.progress = (done, total)
+        if self._callback is not None:
+            self._callback(done, total)
+
+    def _run(self, worker, op, pixels, fmt, opts):
+        try:
+            if op == "hello":
+                self._result = worker.hello(timeout=opts.get("timeout"))
+            else:
+                self._result = getattr(worker, op)(pixels, fmt, progress=self._on_progress,
+                                                   cancel_event=self._cancel, **opts)
+        except BaseException as e:  # handed to whoever calls result()
+            self._error = e
+        finally:
+            self._done.set()
+
+    def cancel(self):
+        self._cancel.set()
+
+    def done(self) -> bool:
+        return self._done.is_set()
+
+    def result(self, timeout=None):
+        """The call's return value; raises its WorkerError. A wait that runs out raises
+        WorkerError(kind="timeout") and leaves the job running."""
+        if not self._done.wait(timeout):
+            raise WorkerError(TIMEOUT, f"no result after {timeout:g} s; the job is still running")
+        if self._error is not None:
+            raise self._error
+        return self._result
+
+
+def _as_buffer(data) -> memoryview:
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        data = bytes(data)  # e.g. a QByteArray
+    return memoryview(data)
+
+
+def _fmt(fmt: dict) -> dict:
+    return {k: fmt[k] for k in ("width", "height", "dtype", "order")}
+
+
+def _check_pixels(pixels: memoryview, fmt: dict):
+    try:
+        fmt = pixel_format(fmt["width"], fmt["height"], fmt["dtype"], fmt["order"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise WorkerError("bad-request", f"bad pixel format {fmt!r}: {e}") from None
+    if pixels.nbytes != frame_nbytes(fmt):
+        raise WorkerError("bad-request", f"{pixels.nbytes} bytes of pixels, but {fmt['width']}x"
+                          f"{fmt['height']} {fmt['order']} {fmt['dtype']} needs {frame_nbytes(fmt)}")
+
+
+def _request_opts(opts: dict) -> dict:
+    out = {k: v for k, v in opts.items() if v is not None}
+    js = out.get("jpeg_settings")
+    if isinstance(js, (bytes, bytearray, memoryview)):
+        out["jpeg_settings"] = bytes(js).hex()
+    if "origin" in out:
+        out["origin"] = [int(v) for v in out["origin"]]
+    if "source_path" in out:
+        out["source_path"] = str(out["source_path"])
+    return out

@@ -1,0 +1,511 @@
+"""The worker process: ``python -m core.worker [--idle-timeout SECONDS]``.
+
+Serves the framed protocol of docs/contracts.md on stdin/stdout. A reader thread
+takes frames off stdin so that a ``cancel`` reaches a restore that is running;
+the main thread runs one request at a time and keeps one Engine per device, so
+models stay loaded between requests. stdout carries frames only: everything
+else, including stray prints from libraries, goes to stderr.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import queue
+import sys
+import threading
+import time
+import traceback
+
+import numpy as np
+
+from core.client import DTYPES, ORDERS, FrameError, frame_nbytes, read_frame, write_frame
+
+log = logging.getLogger("fbcnn.worker")
+
+VERSION = "0.1.0"
+NP_DTYPES = {"u8": np.dtype("=u1"), "u16": np.dtype("=u2"), "f16": np.dtype("=f2"),
+             "f32": np.dtype("=f4")}
+# Memory order -> index of each canonical channel (RGB[A] or Y[A]) in memory.
+TO_CANONICAL = {"RGB": None, "RGBA": None, "Y": None, "YA": None, "BGRA": [2, 1, 0, 3]}
+assert set(TO_CANONICAL) == set(ORDERS) and set(NP_DTYPES) == set(DTYPES)
+
+
+class BadRequest(ValueError):
+    """A request that cannot be served as sent; the reply is kind bad-request."""
+
+
+class Cancelled(Exception):
+    """A cancel that arrived after the engine's last check."""
+
+
+# ---------------------------------------------------------------- pixels
+
+def parse_format(req: dict) -> dict:
+    """The pixel descriptor of a request, checked."""
+    try:
+        w, h, dtype, order = req["width"], req["height"], req["dtype"], req["order"]
+    except KeyError as e:
+        raise BadRequest(f"the pixel descriptor lacks {e.args[0]!r}") from None
+    for name, v in (("width", w), ("height", h)):
+        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+            raise BadRequest(f"{name} must be a positive integer, not {v!r}")
+    if dtype not in NP_DTYPES:
+        raise BadRequest(f"dtype must be one of {sorted(NP_DTYPES)}, not {dtype!r}")
+    if order not in TO_CANONICAL:
+        raise BadRequest(f"order must be one of {list(TO_CANONICAL)}, not {order!r}")
+    return {"width": w, "height": h, "dtype": dtype, "order": order}
+
+
+def split_payload(fmt: dict, payload, with_mask: bool):
+    """(pixel bytes, mask bytes or None), after checking the byte count."""
+    n = frame_nbytes(fmt)
+    m = fmt["width"] * fmt["height"] if with_mask else 0
+    if len(payload) != n + m:
+        what = f"{n} bytes of pixels" + (f" + {m} bytes of mask" if m else "")
+        raise BadRequest(f"payload has {len(payload)} bytes, but {fmt['width']}x{fmt['height']} "
+                         f"{fmt['order']} {fmt['dtype']} needs {what}")
+    view = memoryview(payload)
+    return view[:n], (view[n:] if m else None)
+
+
+def layout_array(fmt: dict, data) -> np.ndarray:
+    """The bytes as an HxWxC array in memory order (a read-only view, no copy)."""
+    return np.frombuffer(data, NP_DTYPES[fmt["dtype"]]).reshape(
+        fmt["height"], fmt["width"], len(fmt["order"]))
+
+
+def to_canonical(fmt: dict, data) -> np.ndarray:
+    """HxWxC in RGB[A] / Y[A] order, contiguous, ready for the engine.
+
+    half floats are widened to float32, which is exact and spares the engine a
+    dtype it does not need to know.
+    """
+    arr = layout_array(fmt, data)
+    perm = TO_CANONICAL[fmt["order"]]
+    if perm is not None:
+        arr = arr[..., perm]
+    if arr.dtype == np.float16:
+        return arr.astype(np.float32)
+    return np.array(arr, copy=True)  # the engine gets a writable array it owns
+
+
+def from_canonical(fmt: dict, arr: np.ndarray) -> np.ndarray:
+    """Back to the request's memory order and dtype."""
+    perm = TO_CANONICAL[fmt["order"]]
+    if perm is not None:
+        arr = arr[..., np.argsort(perm)]
+    return np.ascontiguousarray(arr, dtype=NP_DTYPES[fmt["dtype"]])
+
+
+def blend(orig: np.ndarray, res: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """orig + (res - orig) * mask/255 in float, back in orig's dtype."""
+    dt = orig.dtype
+    m = (mask.astype(np.float32) / 255.0)[..., None]
+    out = orig.astype(np.float32) + (res.astype(np.float32) - orig.astype(np.float32)) * m
+    if np.issubdtype(dt, np.integer):
+        info = np.iinfo(dt)
+        out = np.clip(np.rint(out), info.min, info.max)
+    return out.astype(dt)
+
+
+def apply_mask(fmt: dict, orig_bytes, mask_bytes, res_canon, orig_canon) -> np.ndarray:
+    """The masked result in memory layout; unselected pixels are the original bytes."""
+    mask = np.frombuffer(mask_bytes, np.uint8).reshape(fmt["height"], fmt["width"])
+    out = from_canonical(fmt, blend(orig_canon, res_canon, mask))
+    keep = mask == 0
+    # Copy the original samples, so an unselected pixel comes back bit-identical
+    # whatever the float round trip would have made of it (NaN payloads, -0.0).
+    out[keep] = layout_array(fmt, orig_bytes)[keep]
+    return out
+
+
+# ---------------------------------------------------------------- request fields
+
+def opt_qf(req):
+    qf = req.get("qf", "auto")
+    if qf is None or qf == "auto":
+        return None
+    if not isinstance(qf, int) or isinstance(qf, bool) or not 1 <= qf <= 100:
+        raise BadRequest(f"qf must be 'auto' or an integer 1..100, not {qf!r}")
+    return qf
+
+
+def opt_origin(req):
+    origin = req.get("origin", [0, 0])
+    if (not isinstance(origin, (list, tuple)) or len(origin) != 2
+            or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in origin)):
+        raise BadRequest(f"origin must be [x, y] with integers >= 0, not {origin!r}")
+    return tuple(origin)
+
+
+def opt_tile(req):
+    tile = req.get("tile")
+    if tile is not None and (not isinstance(tile, int) or isinstance(tile, bool) or tile < 16):
+        raise BadRequest(f"tile must be an integer >= 16 or absent, not {tile!r}")
+    return tile
+
+
+def opt_jpeg_settings(req):
+    js = req.get("jpeg_settings")
+    if js is None:
+        return None
+    try:
+        return bytes.fromhex(js)
+    except (TypeError, ValueError):
+        raise BadRequest("jpeg_settings must be a hex string") from None
+
+
+def opt_source_path(req):
+    p = req.get("source_path")
+    if p is not None and not isinstance(p, str):
+        raise BadRequest(f"source_path must be a string, not {p!r}")
+    return p or None
+
+
+def opt_model(req):
+    """The model name or path; unknown names are refused here with the choices."""
+    from core import weights
+    model = req.get("model", "auto") or "auto"
+    if not isinstance(model, str):
+        raise BadRequest(f"model must be a string, not {model!r}")
+    registry = getattr(weights, "REGISTRY", {})
+    if model == "auto" or model in registry:
+        return model
+    if model.endswith(".pth") or os.sep in model or (os.altsep and os.altsep in model):
+        if not os.path.isfile(model):
+            raise BadRequest(f"model file {model} does not exist")
+        return model
+    raise BadRequest(f"unknown model {model!r}; choose one of {['auto', *registry]} "
+                     "or give the path to a .pth file")
+
+
+# ---------------------------------------------------------------- devices and engines
+
+def available_devices() -> list:
+    import torch
+    devices = ["cpu"]
+    if torch.cuda.is_available():
+        devices.append("cuda")
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        devices.append("mps")
+    return devices
+
+
+def resolve_device(name, warnings: list) -> str:
+    """A concrete device for a request's `device` (auto|cpu|gpu|cuda|mps)."""
+    name = name or "auto"
+    devices = available_devices()
+    if name == "auto":
+        return next((d for d in ("cuda", "mps") if d in devices), "cpu")
+    if name == "gpu":
+        gpu = next((d for d in ("cuda", "mps") if d in devices), None)
+        if gpu is None:
+            warnings.append("no GPU was found; running on the CPU")
+            return "cpu"
+        return gpu
+    if name not in ("cpu", "cuda", "mps"):
+        raise BadRequest(f"device must be one of auto, cpu, gpu, cuda, mps, not {name!r}")
+    if name not in devices:
+        raise BadRequest(f"device {name!r} is not available here (available: {devices})")
+    return name
+
+
+class Engines:
+    """One Engine per device, made on first use and kept: the Engine caches models."""
+
+    def __init__(self, precision="auto"):
+        self.precision = precision
+        self._engines = {}
+
+    def get(self, device: str):
+        if device not in self._engines:
+            from core.engine import Engine
+            t = time.monotonic()
+            self._engines[device] = Engine(device, self.precision)
+            log.info("engine for %s ready in %.2f s", device, time.monotonic() - t)
+        return self._engines[device]
+
+
+# ---------------------------------------------------------------- replies
+
+def _json_default(o):
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, (bytes, bytearray)):
+        return o.hex()
+    if isinstance(o, (set, frozenset, tuple)):
+        return list(o)
+    return str(o)
+
+
+def jsonable(obj):
+    """obj made of plain JSON types (engine details may hold numpy scalars)."""
+    return json.loads(json.dumps(obj, default=_json_default))
+
+
+def _exception_class(module: str, name: str):
+    """A class from core, or a placeholder no exception is an instance of."""
+    try:
+        return getattr(__import__(module, fromlist=[name]), name)
+    except (ImportError, AttributeError):
+        return ()
+
+
+def error_kind(exc: BaseException) -> str:
+    if isinstance(exc, _exception_class("core.engine", "Cancelled")) or isinstance(exc, Cancelled):
+        return "cancelled"
+    if isinstance(exc, _exception_class("core.weights", "ModelMissing")):
+        return "missing-model"
+    if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError" \
+            or (isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()):
+        return "out-of-memory"
+    if isinstance(exc, ValueError):
+        return "bad-request"
+    return "internal"
+
+
+# ---------------------------------------------------------------- the server
+
+class Server:
+    def __init__(self, stdin, stdout, idle_timeout=None, precision="auto"):
+        self.stdin = stdin
+        self.stdout = stdout
+        self.idle_timeout = idle_timeout
+        self.engines = Engines(precision)
+        self.requests = queue.Queue()
+        self.write_lock = threading.Lock()
+        self.state_lock = threading.Lock()
+        self.cancelled = set()     # ids cancelled before or while they run
+        self.current = None        # id of the running request
+        self.stopping = threading.Event()
+        self.shutting_down = False  # a shutdown is queued: what queues before it is moot
+
+    # -- output
+
+    def send(self, header: dict, *payloads):
+        try:
+            with self.write_lock:
+                write_frame(self.stdout, header, *payloads)
+        except (BrokenPipeError, OSError, ValueError) as e:
+            # The client has gone; nobody reads our answers any more.
+            log.info("cannot write to the client (%s); stopping", e)
+            self.stopping.set()
+            self.cancel_all()
+
+    def error(self, rid, kind: str, message: str):
+        self.send({"id": rid, "type": "error", "kind": kind, "message": message})
+
+    # -- input thread
+
+    def cancel_all(self):
+        with self.state_lock:
+            if self.current is not None:
+                self.cancelled.add(self.current)
+
+    def read_loop(self):
+        """Take frames off stdin; cancels act at once, everything else queues."""
+        try:
+            while True:
+                try:
+                    frame = read_frame(self.stdin)
+                except FrameError as e:
+                    self.error(None, "bad-request", f"malformed frame: {e}")
+                    if e.fatal:
+                        break
+                    continue
+                if frame is None:
+                    break
+                header, payload = frame
+                if header.get("op") == "cancel":
+                    self.on_cancel(header)
+                    continue
+                if header.get("op") == "shutdown":
+                    # Do not make the client wait for a restore nobody wants now.
+                    self.shutting_down = True
+                    self.cancel_all()
+                self.requests.put((header, payload))
+        except EOFError as e:
+            log.info("stdin ended inside a frame (%s); stopping", e)
+        except (OSError, ValueError) as e:
+            log.info("stdin failed (%s); stopping", e)
+        # The client has gone: stop what runs, then let the main loop end.
+        self.cancel_all()
+        self.requests.put(None)
+
+    def on_cancel(self, header):
+        target = header.get("target")
+        if not isinstance(target, int) or isinstance(target, bool):
+            self.error(header.get("id"), "bad-request", f"cancel needs an integer target, not {target!r}")
+            return
+        with self.state_lock:
+            self.cancelled.add(target)
+
+    def is_cancelled(self, rid) -> bool:
+        return rid in self.cancelled
+
+    # -- main loop
+
+    def serve(self) -> int:
+        threading.Thread(target=self.read_loop, daemon=True, name="stdin").start()
+        while not self.stopping.is_set():
+            try:
+                item = self.requests.get(timeout=self.idle_timeout)
+            except queue.Empty:
+                log.info("idle for %s s; exiting", self.idle_timeout)
+                return 0
+            if item is None:
+                return 0
+            header, payload = item
+            if self.handle(header, payload) == "shutdown":
+                return 0
+        return 0
+
+    def handle(self, header: dict, payload):
+        rid = header.get("id")
+        op = header.get("op")
+        with self.state_lock:
+            self.current = rid
+        try:
+            if not isinstance(rid, int) or isinstance(rid, bool):
+                raise BadRequest(f"every request needs an integer id, not {rid!r}")
+            if rid in self.cancelled or (self.shutting_down and op != "shutdown"):
+                self.error(rid, "cancelled", "cancelled before it started")
+                return None
+            if op == "shutdown":
+                self.send({"id": rid, "type": "result"})
+                return "shutdown"
+            handler = {"hello": self.op_hello, "estimate": self.op_estimate,
+                       "restore": self.op_restore}.get(op)
+            if handler is None:
+                raise BadRequest(f"unknown op {op!r}; expected hello, estimate, restore, "
+                                 "cancel or shutdown")
+            handler(rid, header, payload)
+        except BadRequest as e:
+            self.error(rid, "bad-request", str(e))
+        except Exception as e:  # every failure becomes a reply; the worker keeps serving
+            kind = error_kind(e)
+            if kind == "internal":
+                log.error("request %s (%s) failed:\n%s", rid, op, traceback.format_exc())
+                self.error(rid, kind, f"{type(e).__name__}: {e}")
+            else:
+                self.error(rid, kind, str(e))
+        finally:
+            with self.state_lock:
+                self.current = None
+                self.cancelled.discard(rid)
+        return None
+
+    # -- operations
+
+    def op_hello(self, rid, req, payload):
+        import torch
+        from core import weights
+        models = []
+        for name, entry in getattr(weights, "REGISTRY", {}).items():
+            try:
+                state = weights.status(name)
+                path = str(weights.model_path(name))
+            except Exception as e:  # one broken entry must not hide the others
+                state, path = f"error: {e}", ""
+            models.append({"name": name, "state": state, "path": path,
+                           "size": getattr(entry, "size", None)})
+        devices = available_devices()
+        self.send({"id": rid, "type": "result", "version": VERSION,
+                   "python": platform.python_version(), "torch": torch.__version__,
+                   "devices": devices, "default_device": resolve_device("auto", []),
+                   "models": models, "default_model": "auto", "pid": os.getpid()})
+
+    def _pixels(self, req, payload, with_mask=False):
+        fmt = parse_format(req)
+        data, mask = split_payload(fmt, payload, with_mask)
+        return fmt, data, mask
+
+    def op_estimate(self, rid, req, payload):
+        fmt, data, _ = self._pixels(req, payload)
+        warnings = []
+        engine = self.engines.get(resolve_device(req.get("device"), warnings))
+        est = engine.estimate(to_canonical(fmt, data), model=opt_model(req),
+                              source_path=opt_source_path(req),
+                              jpeg_settings=opt_jpeg_settings(req))
+        self.send(jsonable({"id": rid, "type": "result", "qf": int(est.qf), "source": est.source,
+                            "details": est.details or {}}))
+
+    def op_restore(self, rid, req, payload):
+        with_mask = req.get("mask", False)
+        if not isinstance(with_mask, bool):
+            raise BadRequest(f"mask must be true or false, not {with_mask!r}")
+        fmt, data, mask = self._pixels(req, payload, with_mask)
+        opts = dict(model=opt_model(req), qf=opt_qf(req), origin=opt_origin(req),
+                    tile=opt_tile(req), source_path=opt_source_path(req),
+                    jpeg_settings=opt_jpeg_settings(req))
+        warnings = []
+        engine = self.engines.get(resolve_device(req.get("device"), warnings))
+        canon = to_canonical(fmt, data)
+        orig = canon.copy() if mask is not None else None  # the engine may work in place
+        t = time.monotonic()
+        res = engine.restore(canon, progress=lambda done, total: self.progress(rid, done, total),
+                             cancel=lambda: self.is_cancelled(rid), **opts)
+        if self.is_cancelled(rid):
+            # The cancel came after the last check inside the engine; the
+            # client asked for no result, so it gets none.
+            raise Cancelled("cancelled")
+        if mask is not None:
+            out = apply_mask(fmt, data, mask, res.pixels, orig)
+        else:
+            out = from_canonical(fmt, res.pixels)
+        log.info("restore %s: %dx%d %s %s in %.2f s", rid, fmt["width"], fmt["height"],
+                 fmt["order"], fmt["dtype"], time.monotonic() - t)
+        header = jsonable({"id": rid, "type": "result", **fmt, "qf_used": res.qf_used,
+                           "qf_detected": res.qf_detected, "qf_source": res.qf_source,
+                           "details": res.details or {}, "model": res.model,
+                           "device": res.device, "warnings": warnings + list(res.warnings or [])})
+        self.send(header, memoryview(out).cast("B"))
+
+    def progress(self, rid, done, total):
+        self.send({"id": rid, "type": "progress", "done": int(done), "total": int(total)})
+
+
+# ---------------------------------------------------------------- entry point
+
+def _claim_stdout():
+    """A private binary handle on the real stdout; fd 1 then points at stderr.
+
+    Anything that prints, from Python or from C, lands in stderr instead of
+    corrupting the frame stream.
+    """
+    sys.stdout.flush()
+    fd = os.dup(1)
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    return os.fdopen(fd, "wb", buffering=1 << 16)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m core.worker", description=__doc__.splitlines()[0])
+    ap.add_argument("--idle-timeout", type=float, default=None, metavar="SECONDS",
+                    help="exit after this long without a request (default: never)")
+    ap.add_argument("--precision", default="auto", help="passed to the Engine")
+    args = ap.parse_args(argv)
+    logging.basicConfig(stream=sys.stderr, level=logging.INFO,
+                        format="fbcnn-worker %(levelname)s: %(message)s")
+    out = _claim_stdout()
+    stdin = sys.stdin.buffer
+    log.info("ready (pid %d, Python %s)", os.getpid(), platform.python_version())
+    server = Server(stdin, out, idle_timeout=args.idle_timeout, precision=args.precision)
+    try:
+        return server.serve()
+    finally:
+        try:
+            out.flush()
+        except OSError:
+            pass
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -128,9 +128,12 @@ class FBCNN(nn.Module):
             y = up[0](y + skip)
             for block in up[1:]:
                 y = block(y, gamma, beta)
-        y = self.m_tail(y + x1)
-        if self.config.residual:
-            y = y + xp
+        # The tail runs in fp32 even under autocast: a bf16 image would hold only ~8 bits,
+        # and high-bit-depth layers must not be squeezed through 8 bits.
+        with torch.autocast(x.device.type, enabled=False):
+            y = self.m_tail((y + x1).float())
+            if self.config.residual:
+                y = y + xp.float()
         return y[..., :h, :w], qf
 
 

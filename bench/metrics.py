@@ -1,0 +1,39 @@
+"""Shared measuring helpers for the benchmarks (and the training log)."""
+from __future__ import annotations
+
+import math
+import pathlib
+
+import numpy as np
+from PIL import Image
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+SHARED = ROOT.parent / "shared" / "datasets"
+
+
+def psnr(a: np.ndarray, b: np.ndarray, peak: float = 255.0) -> float:
+    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+    return 10 * math.log10(peak ** 2 / max(mse, 1e-12))
+
+
+def ssim(a: np.ndarray, b: np.ndarray) -> float:
+    """SSIM on 8-bit images (Gaussian window 11, sigma 1.5), averaged over channels."""
+    import torch
+    from pytorch_msssim import ssim as _ssim
+    ta = torch.from_numpy(a.astype(np.float32)).permute(2, 0, 1)[None]
+    tb = torch.from_numpy(b.astype(np.float32)).permute(2, 0, 1)[None]
+    return float(_ssim(ta, tb, data_range=255.0, size_average=True))
+
+
+def mcmaster() -> list[tuple[str, np.ndarray]]:
+    folder = SHARED / "val" / "McMaster"
+    if not folder.is_dir():
+        raise SystemExit(f"validation set missing: {folder} (the benchmarks need ../shared)")
+    return [(p.stem, np.asarray(Image.open(p).convert("RGB"))) for p in sorted(folder.glob("*.png"))]
+
+
+def high_frequency_energy(img: np.ndarray) -> float:
+    """Mean squared Laplacian of the luma: what a stronger deblocking removes."""
+    y = img.astype(np.float64) @ np.array([0.299, 0.587, 0.114])
+    lap = 4 * y[1:-1, 1:-1] - y[:-2, 1:-1] - y[2:, 1:-1] - y[1:-1, :-2] - y[1:-1, 2:]
+    return float(np.mean(lap ** 2))

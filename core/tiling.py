@@ -1,0 +1,98 @@
+"""Overlapping tiles on the image's 8x8 JPEG grid, blended with a feathered window."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import numpy as np
+
+GRID = 8
+MIN_TILE = 128
+MIN_OVERLAP = 32
+
+
+@dataclass(frozen=True)
+class Tile:
+    y0: int
+    y1: int
+    x0: int
+    x1: int
+
+
+def spans(length: int, tile: int, overlap: int) -> list[tuple[int, int]]:
+    """Start/end pairs covering 0..length; every start is a multiple of 8.
+
+    Starting on the grid matters: the network has seen JPEG blocks aligned with its
+    own 8x8 padding grid, so a tile that cut a block would see it as a different image.
+    """
+    if tile % GRID or overlap % GRID:
+        raise ValueError("tile and overlap must be multiples of 8")
+    if length <= tile:
+        return [(0, length)]
+    stride = tile - overlap
+    out, start = [], 0
+    while start + tile < length:
+        out.append((start, start + tile))
+        start += stride
+    last = (length - tile) // GRID * GRID  # may be up to 7 px longer than `tile`
+    if last <= out[-1][0]:
+        out[-1] = (out[-1][0], length)
+    else:
+        out.append((last, length))
+    return out
+
+
+def tiles(height: int, width: int, tile: int, overlap: int) -> list[Tile]:
+    return [Tile(y0, y1, x0, x1) for y0, y1 in spans(height, tile, overlap)
+            for x0, x1 in spans(width, tile, overlap)]
+
+
+def _ramp(n: int, lead: bool, trail: bool, overlap: int) -> np.ndarray:
+    w = np.ones(n, np.float32)
+    r = (np.arange(overlap, dtype=np.float32) + 0.5) / overlap
+    k = min(overlap, n)
+    if lead:
+        w[:k] = np.minimum(w[:k], r[:k])
+    if trail:
+        w[n - k:] = np.minimum(w[n - k:], r[:k][::-1])
+    return w
+
+
+def feather(t: Tile, height: int, width: int, overlap: int) -> np.ndarray:
+    """Weights falling to ~0 at edges shared with a neighbour, 1 at the image border."""
+    wy = _ramp(t.y1 - t.y0, t.y0 > 0, t.y1 < height, overlap)
+    wx = _ramp(t.x1 - t.x0, t.x0 > 0, t.x1 < width, overlap)
+    return wy[:, None] * wx[None, :]
+
+
+def run_tiled(image: np.ndarray, fn: Callable[[np.ndarray], np.ndarray], tile: int, overlap: int,
+              progress: Optional[Callable[[int, int], None]] = None,
+              cancelled: Optional[Callable[[], bool]] = None) -> Optional[np.ndarray]:
+    """Apply fn (HxWxC float32 -> same shape) tile by tile; None when cancelled."""
+    h, w, c = image.shape
+    todo = tiles(h, w, tile, overlap)
+    acc = np.zeros((h, w, c), np.float32)
+    wsum = np.zeros((h, w, 1), np.float32)
+    for i, t in enumerate(todo):
+        if cancelled is not None and cancelled():
+            return None
+        out = fn(image[t.y0:t.y1, t.x0:t.x1])
+        wt = feather(t, h, w, overlap)[:, :, None]
+        acc[t.y0:t.y1, t.x0:t.x1] += out * wt
+        wsum[t.y0:t.y1, t.x0:t.x1] += wt
+        if progress is not None:
+            progress(i + 1, len(todo))
+    acc /= wsum
+    return acc
+
+
+def sample_windows(height: int, width: int, size: int, count: int) -> list[Tile]:
+    """Up to `count` grid-aligned windows spread evenly over the image (for QF prediction)."""
+    if height <= size and width <= size:
+        return [Tile(0, height, 0, width)]
+    per_side = max(1, int(np.ceil(np.sqrt(count))))
+    ys = np.linspace(0, max(0, height - size), per_side).astype(int) // GRID * GRID
+    xs = np.linspace(0, max(0, width - size), per_side).astype(int) // GRID * GRID
+    wins = sorted({(int(y), int(x)) for y in ys for x in xs})
+    step = max(1, len(wins) // count)
+    return [Tile(y, min(height, y + size), x, min(width, x + size)) for y, x in wins[::step][:count]]

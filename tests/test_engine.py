@@ -1,0 +1,195 @@
+"""The tiled engine: tiling agreement, grid alignment, dtypes, alpha, QF, OOM ladder, cancel."""
+import io
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from core import engine, tiling, weights
+from core.engine import Engine
+from core.network import build
+
+
+def blocky(h=200, w=232, qf=15, seed=0, gray=False):
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w]
+    base = 128 + 60 * np.sin(xx / 9.0) * np.cos(yy / 13.0)
+    img = np.clip(base[:, :, None] + rng.normal(0, 20, (h, w, 3)), 0, 255).astype(np.uint8)
+    if gray:
+        img = img[:, :, :1]
+    buf = io.BytesIO()
+    Image.fromarray(img[:, :, 0] if gray else img).save(buf, "JPEG", quality=qf)
+    out = np.asarray(Image.open(buf))
+    return out[:, :, None] if gray else out
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory):
+    """The bundled model when it exists, else a randomly initialised one of the same shape."""
+    if weights.status("compact") == "bundled":
+        return "compact"
+    torch.manual_seed(0)
+    p = tmp_path_factory.mktemp("m") / "random_compact.pth"
+    torch.save(build(weights.COMPACT_CONFIG).state_dict(), p)
+    return str(p)
+
+
+@pytest.fixture(scope="module")
+def eng():
+    return Engine("cpu", "fp32")
+
+
+def psnr(a, b, peak=1.0):
+    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+    return 10 * np.log10(peak ** 2 / max(mse, 1e-20))
+
+
+def test_spans_start_on_the_grid_and_cover_everything():
+    for length in (8, 100, 513, 1000, 4097):
+        for tile, overlap in ((128, 32), (256, 64), (512, 64)):
+            s = tiling.spans(length, tile, overlap)
+            assert s[0][0] == 0 and s[-1][1] == length
+            assert all(a % 8 == 0 for a, _ in s)
+            assert all(b1 - a2 >= overlap for (_, b1), (a2, _) in zip(s, s[1:]))
+
+
+def test_tiled_output_matches_whole_image(eng, model_path):
+    img = blocky(300, 340)
+    whole = eng.restore(img.astype(np.float32) / 255, model=model_path, qf=20, tile=2048)
+    tiled = eng.restore(img.astype(np.float32) / 255, model=model_path, qf=20, tile=128)
+    assert psnr(whole.pixels, tiled.pixels) >= 50
+
+
+def test_crop_uses_the_whole_images_grid(eng, model_path):
+    """A crop starting off-grid is processed on the image's grid, not its own."""
+    img = blocky(160, 160)
+    full = eng.restore(img.astype(np.float32) / 255, model=model_path, qf=15).pixels
+    crop = img[13:13 + 96, 5:5 + 96].astype(np.float32) / 255
+    right = eng.restore(crop, model=model_path, qf=15, origin=(5, 13)).pixels
+    wrong = eng.restore(crop, model=model_path, qf=15, origin=(0, 0)).pixels
+    ref = full[13:13 + 96, 5:5 + 96]
+    inner = np.s_[16:-16, 16:-16]
+    assert psnr(right[inner], ref[inner]) > psnr(wrong[inner], ref[inner]) + 3
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float16, np.float32])
+@pytest.mark.parametrize("channels", [1, 2, 3, 4])
+def test_dtype_depth_and_alpha_pass_through(eng, model_path, dtype, channels):
+    rng = np.random.default_rng(channels)
+    base = blocky(64, 72, gray=channels < 3)
+    hi = {np.uint8: 1, np.uint16: 257}.get(dtype)
+    px = base.astype(np.float32) / 255 if hi is None else base.astype(np.uint32) * hi
+    px = px.astype(dtype)
+    if channels in (2, 4):
+        amax = {np.uint8: 255, np.uint16: 65535}.get(dtype, 1.0)
+        alpha = (rng.random((64, 72, 1)) * amax).astype(dtype)
+        px = np.concatenate([px, alpha], axis=2)
+    res = eng.restore(px, model=model_path, qf=30)
+    assert res.pixels.dtype == px.dtype and res.pixels.shape == px.shape
+    if channels in (2, 4):
+        assert np.array_equal(res.pixels[:, :, -1], px[:, :, -1])
+
+
+def test_sixteen_bit_keeps_more_than_256_levels(eng, model_path):
+    ramp = np.linspace(0, 65535, 1024).astype(np.uint16)
+    img = np.repeat(np.repeat(ramp[None, :, None], 64, axis=0), 3, axis=2)
+    out = eng.restore(img, model=model_path, qf=90).pixels
+    assert len(np.unique(out[32, :, 0])) > 256
+
+
+def test_manual_qf_overrides_and_auto_detects_once(eng, model_path):
+    img = blocky()
+    res = eng.restore(img, model=model_path, qf=42)
+    assert (res.qf_used, res.qf_source, res.qf_detected) == (42, "manual", None)
+    calls = []
+    orig = eng._predict_qf
+
+    def counting(*a):
+        calls.append(1)
+        return orig(*a)
+
+    eng._predict_qf = counting
+    try:
+        auto = eng.restore(img, model=model_path, tile=128)
+    finally:
+        eng._predict_qf = orig
+    assert 1 <= auto.qf_used <= 100 and auto.qf_detected == auto.qf_used
+    assert auto.qf_source in ("network", "double-jpeg", "file")
+    assert len(calls) <= 1
+
+
+def test_bad_inputs_are_refused_clearly(eng, model_path):
+    with pytest.raises(ValueError, match="HxWxC"):
+        eng.restore(np.zeros((4, 4), np.uint8), model=model_path)
+    with pytest.raises(ValueError, match="unsupported pixel type"):
+        eng.restore(np.zeros((8, 8, 3), np.int32), model=model_path)
+    with pytest.raises(ValueError, match="QF"):
+        eng.restore(np.zeros((8, 8, 3), np.uint8), model=model_path, qf=0)
+    with pytest.raises(ValueError, match="NaN"):
+        eng.restore(np.full((8, 8, 3), np.nan, np.float32), model=model_path)
+
+
+def test_progress_and_cancel_between_tiles(eng, model_path):
+    img = blocky(300, 300)
+    seen = []
+    eng.restore(img, model=model_path, qf=20, tile=128, progress=lambda d, t: seen.append((d, t)))
+    assert seen[-1][0] == seen[-1][1] > 1 and [d for d, _ in seen] == list(range(1, len(seen) + 1))
+    with pytest.raises(engine.Cancelled):
+        eng.restore(img, model=model_path, qf=20, tile=128, cancel=lambda: len(seen) > 0)
+
+
+def test_device_choice_order():
+    assert engine.pick_device("auto", ["cuda", "cpu"])[0] == "cuda"
+    assert engine.pick_device("auto", ["mps", "cpu"])[0] == "mps"
+    assert engine.pick_device("auto", ["cpu"]) == ("cpu", [])
+    dev, warns = engine.pick_device("gpu", ["cpu"])
+    assert dev == "cpu" and "CPU" in warns[0]
+    assert engine.pick_dtype("cuda") == torch.float16 and engine.pick_dtype("mps") == torch.float16
+    assert engine.pick_dtype("cpu", "fp32") is None
+    with pytest.raises(ValueError):
+        engine.pick_device("tpu")
+
+
+class OOMAbove(torch.nn.Module):
+    """Wraps a real model and raises out-of-memory for inputs larger than `limit` (forces the GPU ladder)."""
+
+    def __init__(self, inner, limit):
+        super().__init__()
+        self.inner, self.limit, self.config = inner, limit, inner.config
+
+    def forward(self, x, qf_input=None):
+        if max(x.shape[-2:]) > self.limit:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return self.inner(x, qf_input)
+
+    def predict_qf(self, x):
+        return self.inner.predict_qf(x)
+
+
+def test_out_of_memory_halves_tile_then_falls_back_to_cpu(model_path):
+    eng = Engine("cpu", "fp32")
+    real = eng._load(model_path, "cpu")
+    img = blocky(300, 300)
+    eng._models[(model_path, "cpu")] = OOMAbove(real, 200)
+    res = eng.restore(img, model=model_path, qf=20, tile=512)
+    assert any("tile 256" in w for w in res.warnings) and any("tile 128" in w for w in res.warnings)
+    assert res.device == "cpu"
+
+    # A pretend GPU that is always out of memory: the ladder ends on the CPU with a warning.
+    eng = Engine("cpu", "fp32")
+    eng.device = "cuda"
+    eng._models[(model_path, "cuda")] = OOMAbove(real, 0)
+    eng._models[(model_path, "cpu")] = real
+    orig_to_tensor = eng._to_tensor
+    eng._to_tensor = lambda a, device: orig_to_tensor(a, "cpu")
+    orig_forward = eng._forward
+    eng._forward = lambda m, x, q, device: orig_forward(m, x, q, "cpu")
+    torch_empty = torch.cuda.empty_cache
+    torch.cuda.empty_cache = lambda: None
+    try:
+        res = eng.restore(img, model=model_path, qf=20, tile=256)
+    finally:
+        torch.cuda.empty_cache = torch_empty
+    assert res.device == "cpu"
+    assert any("falling back to the CPU" in w for w in res.warnings)

@@ -1,0 +1,258 @@
+"""The `fbcnn` command (also `python -m core`): restore, estimate, models, download.
+
+Exit codes: 0 all went well; 1 at least one input failed (the others were still
+processed); 2 nothing could run (bad arguments, a model that is missing or invalid).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import sys
+
+from tqdm import tqdm
+
+from core import images, weights
+
+OK, SOME_FAILED, FATAL = 0, 1, 2
+
+STATE_LABELS = {"bundled": "bundled", "downloaded": "downloaded, verified",
+                "missing": "missing", "corrupt": "corrupt (fails its sha256)"}
+
+
+class Fatal(Exception):
+    """Stops the whole command: every input would fail the same way."""
+
+
+def _one_line(err: BaseException) -> str:
+    text = str(err).strip() or type(err).__name__
+    return " ".join(text.split())
+
+
+def _qf_arg(value: str):
+    if value.lower() == "auto":
+        return None
+    try:
+        qf = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"QF must be an integer 1..100 or 'auto', not {value!r}") from None
+    if not 1 <= qf <= 100:
+        raise argparse.ArgumentTypeError(f"QF must be between 1 and 100, not {qf}")
+    return qf
+
+
+def _tile_arg(value: str) -> int:
+    try:
+        tile = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"tile must be an integer number of pixels, not {value!r}") from None
+    if tile < 128 or tile % 8:
+        raise argparse.ArgumentTypeError(f"tile must be a multiple of 8 and at least 128, not {tile}")
+    return tile
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="fbcnn", description="Remove JPEG artifacts with FBCNN.")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    r = sub.add_parser("restore", help="restore images (writes lossless PNG by default)")
+    r.add_argument("inputs", nargs="+", metavar="IN", type=pathlib.Path)
+    out = r.add_mutually_exclusive_group()
+    out.add_argument("-o", "--output", type=pathlib.Path, metavar="OUT",
+                     help="output file (one input only; .png, or .tif/.tiff)")
+    out.add_argument("--out-dir", type=pathlib.Path, metavar="DIR", help="write DIR/<input stem>.png")
+    r.add_argument("--qf", type=_qf_arg, default=None, metavar="N|auto",
+                   help="JPEG quality 1..100 to remove, or auto (default: detect per image)")
+    _model_device(r)
+    r.add_argument("--tile", type=_tile_arg, default=None, metavar="N",
+                   help="tile size in pixels (default: chosen for the device)")
+
+    e = sub.add_parser("estimate", help="estimate the JPEG quality of images")
+    e.add_argument("inputs", nargs="+", metavar="IN", type=pathlib.Path)
+    e.add_argument("--json", action="store_true", help="one JSON object per input per line")
+    _model_device(e)
+
+    sub.add_parser("models", help="list the models, their state and path")
+
+    d = sub.add_parser("download", help="download and verify an official model")
+    d.add_argument("name", choices=[n for n, e in weights.REGISTRY.items() if not e.bundled])
+    return p
+
+
+def _model_device(p):
+    p.add_argument("--model", default="auto", metavar="NAME|PATH",
+                   help=f"auto, {', '.join(weights.REGISTRY)}, or a path to an FBCNN .pth")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "gpu", "cuda", "mps"])
+
+
+def main(argv=None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except Fatal as err:
+        print(f"fbcnn: error: {err}", file=sys.stderr)
+        return FATAL
+    except KeyboardInterrupt:
+        print("fbcnn: interrupted", file=sys.stderr)
+        return 130
+
+
+# ---------------------------------------------------------------- models
+
+def check_model(model: str) -> None:
+    """Fail once, before any input is touched, when the chosen model cannot be loaded."""
+    if model == "auto":
+        return  # the engine picks; if its choice is missing, that surfaces as ModelMissing
+    try:
+        # A registry name is verified here; a file path is only resolved, and the engine's
+        # load (which reads its shapes) refuses anything that is not FBCNN.
+        weights.resolve(model)
+    except (weights.ModelMissing, weights.VerificationError, ValueError) as err:
+        raise Fatal(_one_line(err)) from None
+
+
+MODEL_ERRORS = (weights.ModelMissing, weights.VerificationError, weights.InvalidModel)
+
+
+def _engine(device: str):
+    from core.engine import Engine  # torch-heavy; `fbcnn models` and `--help` do not need it
+    try:
+        return Engine(device=device)
+    except ValueError as err:
+        raise Fatal(_one_line(err)) from None
+
+
+# ---------------------------------------------------------------- restore
+
+def output_path(src: pathlib.Path, args) -> pathlib.Path:
+    if args.output is not None:
+        return args.output
+    if args.out_dir is not None:
+        return args.out_dir / (src.stem + ".png")
+    return src.with_name(src.stem + ".fbcnn.png")
+
+
+def cmd_restore(args) -> int:
+    if args.output is not None and len(args.inputs) > 1:
+        raise Fatal("-o/--output takes one input; use --out-dir DIR for several")
+    if args.output is not None and args.output.suffix.lower() not in images.WRITABLE:
+        raise Fatal(f"cannot write {args.output}: use a .png name (writing JPEG again would bring "
+                    f"the artifacts back)")
+    if args.out_dir is not None:
+        args.out_dir.mkdir(parents=True, exist_ok=True)
+    check_model(args.model)
+    engine = _engine(args.device)
+    inputs = {p.resolve() for p in args.inputs}
+    written: set = set()
+    failed = 0
+    bar = tqdm(args.inputs, unit="img", desc="restore", file=sys.stderr, disable=None)
+    for src in bar:
+        dst = output_path(src, args)
+        try:
+            if dst.resolve() in inputs:
+                raise ValueError(f"would overwrite the input {dst}; choose another output")
+            if dst.resolve() in written:
+                raise ValueError(f"two inputs map to {dst}; rename one or use -o")
+            result = restore_one(engine, src, dst, args, bar)
+            written.add(dst.resolve())
+        except MODEL_ERRORS as err:
+            bar.close()
+            raise Fatal(_one_line(err)) from None
+        except Exception as err:  # noqa: BLE001 - one bad file must not stop the batch
+            failed += 1
+            tqdm.write(f"fbcnn: {src}: {_one_line(err)}", file=sys.stderr)
+            continue
+        qf = f"QF {result.qf_used} ({result.qf_source})"
+        tqdm.write(f"{src} -> {dst}  {qf}, model {result.model} on {result.device}", file=sys.stdout)
+        for warning in result.warnings:
+            tqdm.write(f"fbcnn: warning: {src}: {warning}", file=sys.stderr)
+    bar.close()
+    return SOME_FAILED if failed else OK
+
+
+def restore_one(engine, src: pathlib.Path, dst: pathlib.Path, args, bar):
+    pic = images.read(src)
+
+    def progress(done, total):
+        bar.set_postfix_str(f"{src.name}: tile {done}/{total}", refresh=True)
+
+    result = engine.restore(pic.pixels, model=args.model, qf=args.qf, tile=args.tile,
+                            source_path=str(src), progress=progress)
+    # Write beside the target and rename, so an interrupted run never leaves half a PNG.
+    tmp = dst.with_name(dst.name + ".tmp" + dst.suffix)
+    try:
+        images.write(tmp, result.pixels, pic.icc, pic.exif)
+        tmp.replace(dst)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return result
+
+
+# ---------------------------------------------------------------- estimate
+
+def cmd_estimate(args) -> int:
+    check_model(args.model)
+    engine = _engine(args.device)
+    failed = 0
+    for src in args.inputs:
+        try:
+            pic = images.read(src)
+            est = engine.estimate(pic.pixels, model=args.model, source_path=str(src))
+        except MODEL_ERRORS as err:
+            raise Fatal(_one_line(err)) from None
+        except Exception as err:  # noqa: BLE001 - report and go on with the next file
+            failed += 1
+            print(f"fbcnn: {src}: {_one_line(err)}", file=sys.stderr)
+            continue
+        if args.json:
+            print(json.dumps({"path": str(src), "qf": int(est.qf), "source": est.source,
+                              "details": est.details}, default=_jsonable), flush=True)
+        else:
+            extra = ", ".join(f"{k}={_jsonable(v)}" for k, v in est.details.items())
+            print(f"{src}: QF {int(est.qf)} ({est.source})" + (f"  [{extra}]" if extra else ""), flush=True)
+    return SOME_FAILED if failed else OK
+
+
+def _jsonable(v):
+    """numpy scalars and arrays, paths and the like as plain JSON values."""
+    if hasattr(v, "tolist"):
+        return v.tolist()
+    if isinstance(v, (str, int, float, bool, type(None), list, dict)):
+        return v
+    return str(v)
+
+
+# ---------------------------------------------------------------- models / download
+
+def cmd_models(args) -> int:
+    rows = [(name, STATE_LABELS[weights.status(name)], str(weights.model_path(name)))
+            for name in weights.REGISTRY]
+    width = max(len(r[0]) for r in rows)
+    swidth = max(len(r[1]) for r in rows)
+    for name, state, path in rows:
+        print(f"{name:<{width}}  {state:<{swidth}}  {path}")
+    print(f"Downloads go to {weights.cache_dir()} (set FBCNN_MODEL_DIR to change it); "
+          f"get an official model with `fbcnn download NAME`.")
+    return OK
+
+
+def cmd_download(args) -> int:
+    e = weights.REGISTRY[args.name]
+    with tqdm(total=e.size, unit="B", unit_scale=True, unit_divisor=1024, desc=args.name,
+              file=sys.stderr, disable=None) as bar:
+        def progress(done, total):
+            if total and bar.total != total:
+                bar.total = total
+            bar.update(done - bar.n)
+
+        try:
+            path = weights.download(args.name, progress=progress)
+        except (weights.ModelMissing, weights.VerificationError) as err:
+            bar.close()
+            print(f"fbcnn: error: {_one_line(err)}", file=sys.stderr)
+            return SOME_FAILED
+    print(f"{args.name}: downloaded and verified: {path}")
+    return OK
+
+
+COMMANDS = {"restore": cmd_restore, "estimate": cmd_estimate, "models": cmd_models, "download": cmd_download}

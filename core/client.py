@@ -202,6 +202,7 @@ class _Process:
         self.stderr = collections.deque(maxlen=_STDERR_LINES)
         self._stderr_done = threading.Event()
         self.write_lock = threading.Lock()
+        self.missed_deadline = False
         threading.Thread(target=self._read_stdout, daemon=True, name="fbcnn-stdout").start()
         threading.Thread(target=self._read_stderr, daemon=True, name="fbcnn-stderr").start()
 
@@ -241,7 +242,7 @@ class _Process:
         """Write a frame; a worker that stops reading is killed at the deadline."""
         # A hung worker with a full pipe would block write() forever; killing it
         # from a timer turns that into a BrokenPipeError here.
-        timer = threading.Timer(max(0.0, deadline - time.monotonic()), self.kill)
+        timer = threading.Timer(max(0.0, deadline - time.monotonic()), self.kill_hung)
         timer.daemon = True
         timer.start()
         try:
@@ -249,6 +250,10 @@ class _Process:
                 write_frame(self.popen.stdin, header, *payloads)
         finally:
             timer.cancel()
+
+    def kill_hung(self):
+        self.missed_deadline = True
+        self.kill()
 
     def kill(self):
         try:
@@ -412,7 +417,7 @@ class Worker:
                     self._raise_dead(proc, "while cancelling", timeout)
             wait = deadline - time.monotonic()
             if wait <= 0:
-                proc.kill()
+                proc.kill_hung()
                 self._proc = None
                 raise WorkerError(TIMEOUT, f"the FBCNN worker did not answer within {timeout:g} s "
                                   "and was stopped", proc.stderr_tail(0.5))
@@ -447,6 +452,9 @@ class Worker:
             proc.kill()
             rc = proc.popen.wait()
         self._proc = None
+        if proc.missed_deadline:
+            raise WorkerError(TIMEOUT, f"the FBCNN worker stopped reading for {timeout:g} s "
+                              "and was stopped", proc.stderr_tail(0.5))
         err = WorkerError(WORKER_DIED, f"the FBCNN worker ({self.python}) exited with code {rc} "
                           f"{when}", proc.stderr_tail(1.0))
         err.returncode = rc

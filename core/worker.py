@@ -495,7 +495,9 @@ def main(argv=None) -> int:
     logging.basicConfig(stream=sys.stderr, level=logging.INFO,
                         format="fbcnn-worker %(levelname)s: %(message)s")
     out = _claim_stdout()
-    stdin = sys.stdin.buffer
+    # Unbuffered, on a private descriptor: interpreter shutdown then has no
+    # buffer lock to fight over with the reader thread blocked in read().
+    stdin = os.fdopen(os.dup(0), "rb", buffering=0)
     log.info("ready (pid %d, Python %s)", os.getpid(), platform.python_version())
     server = Server(stdin, out, idle_timeout=args.idle_timeout, precision=args.precision)
     try:
@@ -508,4 +510,8 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    sys.stderr.flush()
+    # The stdin reader may still sit in read(); leave without tearing down
+    # threads (a normal exit can abort on a daemon thread holding stdin).
+    os._exit(code)

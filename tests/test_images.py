@@ -12,8 +12,11 @@ from core.images import UnsupportedImage
 RNG = np.random.default_rng(7)
 
 
+_ICC = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()  # embeds its creation time
+
+
 def srgb_icc() -> bytes:
-    return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    return _ICC
 
 
 def exif_bytes() -> bytes:

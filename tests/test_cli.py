@@ -1,0 +1,255 @@
+"""The real `fbcnn` command, run as `python -m core` in a subprocess on small real files.
+
+Restoration quality is not tested here (random-weight models stand in for trained
+ones); the plumbing is: files in and out, depth, metadata, errors and exit codes.
+"""
+import hashlib
+import http.server
+import json
+import os
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image, ImageCms
+
+from core import cli, images
+from core.network import Config, build
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# nb=4 as in the official models; a global residual keeps random-weight output close to the input.
+TINY = Config(in_nc=3, out_nc=3, nc=(8, 16, 16, 16), nb=4, qf_nc=16, residual=True)
+RNG = np.random.default_rng(3)
+
+
+def run(args, tmp_path, prelude="", env=None):
+    """Run the CLI in a fresh interpreter; `prelude` is Python run first (e.g. a test registry entry)."""
+    full_env = {**os.environ, "FBCNN_MODEL_DIR": str(tmp_path / "cache"), **(env or {})}
+    full_env.pop("PYTHONPATH", None)
+    if prelude:
+        cmd = [sys.executable, "-c", prelude + "\nimport sys\nfrom core.cli import main\nsys.exit(main(sys.argv[1:]))"]
+    else:
+        cmd = [sys.executable, "-m", "core"]
+    return subprocess.run(cmd + [str(a) for a in args], cwd=ROOT, env=full_env, capture_output=True,
+                          text=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory):
+    torch.manual_seed(0)
+    net = build(TINY)
+    with torch.no_grad():  # small weights: the residual network stays near the identity
+        for p in net.parameters():
+            p.mul_(0.1)
+    path = tmp_path_factory.mktemp("model") / "tiny_fbcnn.pth"
+    torch.save(net.state_dict(), path)
+    return path
+
+
+# Made once: the profile embeds its creation time.
+ICC = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+
+
+def photo(h=48, w=64) -> np.ndarray:
+    y, x = np.mgrid[0:h, 0:w]
+    img = np.stack([x * 255 / w, y * 255 / h, (x + y) * 127 / (h + w)], axis=2)
+    return np.clip(img + RNG.normal(0, 8, img.shape), 0, 255).astype(np.uint8)
+
+
+def jpeg(path, quality=30, with_meta=True, h=48, w=64):
+    exif = Image.Exif()
+    exif[0x010F] = "FBCNN test camera"
+    opts = {"icc_profile": ICC, "exif": exif.tobytes()} if with_meta else {}
+    Image.fromarray(photo(h, w)).save(path, quality=quality, **opts)
+    return path
+
+
+def gradient16(channels) -> np.ndarray:
+    ramp = np.linspace(0, 65535, 1024).astype(np.uint16)
+    return np.ascontiguousarray(np.broadcast_to(ramp.reshape(32, 32)[..., None], (32, 32, channels)))
+
+
+def test_restore_batch_keeps_metadata_and_depth_and_reports_bad_files(tmp_path, model_file):
+    src = tmp_path / "in"
+    src.mkdir()
+    jpeg(src / "photo.jpg")
+    images.write(src / "deep.png", gradient16(3))
+    images.write(src / "deepgray.png", gradient16(1))
+    rgba = np.concatenate([photo(), np.full((48, 64, 1), 77, np.uint8)], axis=2)
+    Image.fromarray(rgba).save(src / "alpha.png")
+    (src / "broken.jpg").write_bytes(b"this is not an image")
+    inputs = [src / "photo.jpg", src / "broken.jpg", src / "deep.png", src / "deepgray.png", src / "alpha.png"]
+    out = tmp_path / "out"
+    r = run(["restore", *inputs, "--out-dir", out, "--model", model_file, "--qf", "30", "--device", "cpu"],
+            tmp_path)
+    assert r.returncode == 1, r.stderr
+    errors = [ln for ln in r.stderr.splitlines() if "broken.jpg" in ln]
+    assert len(errors) == 1 and errors[0].startswith("fbcnn: ") and "Traceback" not in r.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["alpha.png", "deep.png", "deepgray.png", "photo.png"]
+
+    with Image.open(out / "photo.png") as im:
+        assert im.format == "PNG" and im.size == (64, 48) and im.mode == "RGB"
+        assert im.info["icc_profile"] == ICC
+        assert im.getexif()[0x010F] == "FBCNN test camera"
+    deep = images.read(out / "deep.png").pixels
+    assert deep.dtype == np.uint16 and deep.shape == (32, 32, 3)
+    assert len(np.unique(deep)) > 256  # never squeezed through 8 bits
+    deepgray = images.read(out / "deepgray.png").pixels
+    assert deepgray.dtype == np.uint16 and deepgray.shape == (32, 32, 1) and len(np.unique(deepgray)) > 256
+    alpha = images.read(out / "alpha.png").pixels
+    assert alpha.shape == (48, 64, 4) and np.all(alpha[..., 3] == 77)
+    assert "QF 30 (manual)" in r.stdout
+
+
+def test_restore_default_name_auto_qf_and_tiles(tmp_path, model_file):
+    src = jpeg(tmp_path / "big.jpg", quality=25, with_meta=False, h=200, w=300)
+    r = run(["restore", src, "--model", model_file, "--tile", "128", "--device", "cpu"], tmp_path)
+    assert r.returncode == 0, r.stderr
+    out = tmp_path / "big.fbcnn.png"
+    with Image.open(out) as im:
+        assert im.format == "PNG" and im.size == (300, 200)
+    assert "QF 25 (file)" in r.stdout  # Pillow's tables are scaled IJG tables: exact
+
+
+def test_estimate_json_lines(tmp_path, model_file):
+    a = jpeg(tmp_path / "a.jpg", quality=40)
+    b = tmp_path / "b.png"
+    Image.fromarray(photo()).save(b)
+    bad = tmp_path / "c.jpg"
+    bad.write_bytes(b"\xff\xd8 not really")
+    r = run(["estimate", a, bad, b, "--json", "--model", model_file, "--device", "cpu"], tmp_path)
+    assert r.returncode == 1, r.stderr
+    rows = [json.loads(line) for line in r.stdout.splitlines()]
+    assert [row["path"] for row in rows] == [str(a), str(b)]
+    assert rows[0]["qf"] == 40 and rows[0]["source"] == "file"
+    assert all(isinstance(row["qf"], int) and 1 <= row["qf"] <= 100 for row in rows)
+    assert rows[1]["source"] in ("network", "double-jpeg")
+    assert len([ln for ln in r.stderr.splitlines() if "c.jpg" in ln]) == 1
+
+
+def test_non_fbcnn_model_is_refused_clearly(tmp_path):
+    other = tmp_path / "linear.pth"
+    torch.save(torch.nn.Linear(4, 4).state_dict(), other)
+    src = jpeg(tmp_path / "x.jpg")
+    r = run(["restore", src, "--model", other, "--device", "cpu"], tmp_path)
+    assert r.returncode == 2
+    assert "not an FBCNN" in r.stderr and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "x.fbcnn.png").exists()
+
+
+def test_code_carrying_pickle_is_refused_in_process(tmp_path, capsys):
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    evil = tmp_path / "evil.pth"
+    torch.save({"m_head.weight": Evil()}, evil)
+    src = jpeg(tmp_path / "x.jpg")
+    assert cli.main(["restore", str(src), "--model", str(evil), "--device", "cpu"]) == 2
+    assert "safe loading" in capsys.readouterr().err
+    assert not marker.exists() and not (tmp_path / "x.fbcnn.png").exists()
+
+
+MISSING_COMPACT = "import pathlib, core.weights as w\nw.PACKAGE_MODELS = pathlib.Path({!r})"
+
+
+def test_restore_without_any_weights_says_what_is_missing(tmp_path):
+    empty = tmp_path / "nothing"
+    empty.mkdir()
+    src = jpeg(tmp_path / "x.jpg")
+    r = run(["restore", src, "--device", "cpu"], tmp_path, prelude=MISSING_COMPACT.format(str(empty)))
+    assert r.returncode == 2
+    assert "'compact' is missing" in r.stderr and "fbcnn download fbcnn_color" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+class _Files(http.server.BaseHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+    def do_GET(self):
+        data = self.server.files.get(self.path)
+        if data is None:
+            self.send_error(404)
+            return
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+
+@pytest.fixture
+def server():
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Files)
+    srv.files = {}
+    threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    srv.url = f"http://127.0.0.1:{srv.server_address[1]}"
+    yield srv
+    srv.shutdown()
+    srv.server_close()
+
+
+REGISTER = """import pathlib, core.weights as w
+from core.network import Config
+w.PACKAGE_MODELS = pathlib.Path({bundled!r})
+w.REGISTRY["tiny"] = w.ModelEntry("tiny", "tiny.pth", {url!r}, {size}, {sha!r}, Config(), False, "test")"""
+
+
+def test_models_and_download(tmp_path, server, model_file):
+    data = model_file.read_bytes()
+    server.files["/tiny.pth"] = data
+    bundled = tmp_path / "pkg"
+    bundled.mkdir()
+    (bundled / "fbcnn_compact.pth").write_bytes(data)
+    (tmp_path / "cache").mkdir()
+    (tmp_path / "cache" / "fbcnn_gray.pth").write_bytes(b"not the real thing")
+    prelude = REGISTER.format(bundled=str(bundled), url=server.url + "/tiny.pth", size=len(data),
+                              sha=hashlib.sha256(data).hexdigest())
+
+    r = run(["download", "tiny"], tmp_path, prelude=prelude)
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "cache" / "tiny.pth").read_bytes() == data
+    assert "downloaded and verified" in r.stdout
+
+    r = run(["models"], tmp_path, prelude=prelude)
+    assert r.returncode == 0, r.stderr
+    states = {line.split()[0]: line for line in r.stdout.splitlines()}
+    assert "bundled" in states["compact"] and str(bundled / "fbcnn_compact.pth") in states["compact"]
+    assert "downloaded, verified" in states["tiny"]
+    assert "corrupt" in states["fbcnn_gray"]
+    assert "missing" in states["fbcnn_color"] and str(tmp_path / "cache" / "fbcnn_color.pth") in states["fbcnn_color"]
+
+    server.files.clear()
+    (tmp_path / "cache" / "tiny.pth").unlink()
+    r = run(["download", "tiny"], tmp_path, prelude=prelude)
+    assert r.returncode == 1 and "404" in r.stderr and str(tmp_path / "cache" / "tiny.pth") in r.stderr
+
+
+def test_usage_errors(tmp_path, capsys):
+    a, b = jpeg(tmp_path / "a.jpg"), jpeg(tmp_path / "b.jpg")
+    assert cli.main(["restore", str(a), str(b), "-o", str(tmp_path / "o.png")]) == 2
+    assert "--out-dir" in capsys.readouterr().err
+    assert cli.main(["restore", str(a), "-o", str(tmp_path / "o.jpg")]) == 2
+    assert "artifacts" in capsys.readouterr().err
+    assert cli.main(["restore", str(a), "--model", "no_such_model"]) == 2
+    assert "unknown model" in capsys.readouterr().err
+    for bad in (["restore", str(a), "--qf", "0"], ["restore", str(a), "--tile", "100"]):
+        with pytest.raises(SystemExit) as info:
+            cli.main(bad)
+        assert info.value.code == 2
+
+
+def test_never_overwrites_an_input(tmp_path, model_file, capsys):
+    src = tmp_path / "x.png"
+    Image.fromarray(photo()).save(src)
+    before = src.read_bytes()
+    assert cli.main(["restore", str(src), "--out-dir", str(tmp_path), "--model", str(model_file),
+                     "--qf", "50", "--device", "cpu"]) == 1
+    assert "overwrite the input" in capsys.readouterr().err
+    assert src.read_bytes() == before

@@ -1,0 +1,645 @@
+"""Unit tests of installer.py: path discovery on three OSes, torch choice, kritarc
+editing, manifest-based uninstall, dry-run and re-runs.
+
+Fake HOME/APPDATA/LOCALAPPDATA trees live under tmp_path; sys.platform is patched
+where an OS matters. Nothing here creates a venv or runs pip (the end-to-end test
+does that with the real installer)."""
+import ast
+import json
+import os
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+import installer  # noqa: E402
+
+
+@pytest.fixture
+def fake_home(tmp_path, monkeypatch):
+    """An empty HOME with no XDG/Windows variables leaking in from the real one."""
+    h = tmp_path / "home"
+    h.mkdir()
+    monkeypatch.setenv("HOME", str(h))
+    for var in ("XDG_CONFIG_HOME", "XDG_DATA_HOME", "XDG_CACHE_HOME", "APPDATA", "LOCALAPPDATA",
+                "USERPROFILE", "GIMP3_DIRECTORY", "FBCNN_FRONTEND_CONFIG", "FBCNN_MODEL_DIR",
+                "FBCNN_MODEL_URL_BASE"):
+        monkeypatch.delenv(var, raising=False)
+    return h
+
+
+def snapshot(root: Path) -> dict:
+    """path -> file bytes (None for folders): a whole tree, for before/after diffs."""
+    out = {}
+    for p in sorted(root.rglob("*")):
+        rel = p.relative_to(root).as_posix()
+        out[rel] = None if p.is_dir() and not p.is_symlink() else (
+            "link:" + os.readlink(p) if p.is_symlink() else p.read_bytes())
+    return out
+
+
+def quiet_flatpak(app):
+    return False
+
+
+# ------------------------------------------------------------------ path discovery
+
+def test_linux_paths_follow_xdg_and_defaults(fake_home, monkeypatch):
+    monkeypatch.setattr(sys, "platform", "linux")
+    assert installer.data_dir() == fake_home / ".local/share/fbcnn"
+    assert installer.default_venv() == fake_home / ".local/share/fbcnn/venv"
+    assert installer.frontend_config_path() == fake_home / ".config/fbcnn/frontend.json"
+    assert installer.native_kritarc() == fake_home / ".config/kritarc"
+    assert installer.venv_python(Path("/v")) == Path("/v/bin/python")
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(fake_home / "cfg"))
+    monkeypatch.setenv("XDG_DATA_HOME", str(fake_home / "dat"))
+    assert installer.frontend_config_path() == fake_home / "cfg/fbcnn/frontend.json"
+    assert installer.data_dir() == fake_home / "dat/fbcnn"
+    assert installer.native_kritarc() == fake_home / "cfg/kritarc"
+    # A relative XDG value is invalid per the spec and ignored.
+    monkeypatch.setenv("XDG_DATA_HOME", "relative/dir")
+    assert installer.data_dir() == fake_home / ".local/share/fbcnn"
+
+
+def test_linux_discovers_native_and_flatpak_profiles(fake_home, monkeypatch):
+    monkeypatch.setattr(sys, "platform", "linux")
+    gimp_native = fake_home / ".config/GIMP/3.0"
+    gimp_flat = fake_home / ".var/app/org.gimp.GIMP/config/GIMP/3.0"
+    krita_native = fake_home / ".local/share/krita"
+    krita_flat = fake_home / ".var/app/org.kde.krita/data/krita"
+    for d in (gimp_native, gimp_flat, krita_native, krita_flat):
+        d.mkdir(parents=True)
+    extra = fake_home / "elsewhere/profile"
+    gimp = installer.find_gimp_targets([str(extra)], programs=[], flatpak_check=quiet_flatpak)
+    assert [(t.kind, t.root, t.flatpak_app) for t in gimp] == [
+        ("custom", extra, None), ("native", gimp_native, None),
+        ("flatpak", gimp_flat, "org.gimp.GIMP")]
+    assert gimp[1].plugin_dir == gimp_native / "plug-ins/fbcnn_gimp"
+    assert gimp[0].exists is False  # --gimp-dir that does not exist yet is created
+
+    krita = installer.find_krita_targets(programs=[], flatpak_check=quiet_flatpak)
+    assert [(t.kind, t.root, t.kritarc) for t in krita] == [
+        ("native", krita_native, fake_home / ".config/kritarc"),
+        ("flatpak", krita_flat, fake_home / ".var/app/org.kde.krita/config/kritarc")]
+    assert krita[0].plugin_dir == krita_native / "pykrita/fbcnn_krita"
+
+
+def test_linux_nothing_found_without_profiles_or_programs(fake_home, monkeypatch):
+    monkeypatch.setattr(sys, "platform", "linux")
+    assert installer.find_gimp_targets(programs=[], flatpak_check=quiet_flatpak) == []
+    assert installer.find_krita_targets(programs=[], flatpak_check=quiet_flatpak) == []
+
+
+def test_installed_program_without_profile_gets_one_unless_210_would_migrate(fake_home, monkeypatch):
+    monkeypatch.setattr(sys, "platform", "linux")
+    gimp = installer.find_gimp_targets(programs=["/usr/bin/gimp-3.0"], flatpak_check=quiet_flatpak)
+    assert [(t.root, t.exists) for t in gimp] == [(fake_home / ".config/GIMP/3.0", False)]
+    krita = installer.find_krita_targets(programs=["/usr/bin/krita"], flatpak_check=quiet_flatpak)
+    assert [(t.root, t.exists) for t in krita] == [(fake_home / ".local/share/krita", False)]
+    # A GIMP 2.10 profile: GIMP 3 migrates it only into a profile that does not exist.
+    (fake_home / ".config/GIMP/2.10").mkdir(parents=True)
+    assert installer.find_gimp_targets(programs=["/usr/bin/gimp-3.0"], flatpak_check=quiet_flatpak) == []
+    # A Flatpak that is installed but never started.
+    gimp = installer.find_gimp_targets(programs=[], flatpak_check=lambda app: app == "org.gimp.GIMP")
+    assert [(t.kind, t.exists) for t in gimp] == [("flatpak", False)]
+
+
+def test_flatpak_install_detected_from_the_user_installation(fake_home, monkeypatch):
+    monkeypatch.setattr(sys, "platform", "linux")
+    assert not installer.flatpak_installed("org.example.Nothing")
+    (fake_home / ".local/share/flatpak/app/org.kde.krita").mkdir(parents=True)
+    assert installer.flatpak_installed("org.kde.krita")
+    krita = installer.find_krita_targets(programs=[])
+    assert [(t.kind, t.exists) for t in krita] == [("flatpak", False)]
+
+
+def test_windows_paths_use_appdata_and_localappdata(fake_home, tmp_path, monkeypatch):
+    monkeypatch.setattr(sys, "platform", "win32")
+    roaming, local = tmp_path / "Roaming", tmp_path / "Local"
+    monkeypatch.setenv("APPDATA", str(roaming))
+    monkeypatch.setenv("LOCALAPPDATA", str(local))
+    monkeypatch.setenv("ProgramFiles", str(tmp_path / "nowhere"))
+    (roaming / "GIMP/3.0").mkdir(parents=True)
+    (roaming / "krita").mkdir(parents=True)
+    assert installer.data_dir() == local / "fbcnn"
+    assert installer.frontend_config_path() == roaming / "fbcnn/frontend.json"
+    assert installer.venv_python(Path("v")) == Path("v/Scripts/python.exe")
+    gimp = installer.find_gimp_targets(programs=[], flatpak_check=quiet_flatpak)
+    assert [(t.kind, t.root) for t in gimp] == [("native", roaming / "GIMP/3.0")]
+    krita = installer.find_krita_targets(programs=[], flatpak_check=quiet_flatpak)
+    # kritarc lives in LOCALAPPDATA, not beside the resources in APPDATA.
+    assert [(t.root, t.kritarc) for t in krita] == [(roaming / "krita", local / "kritarc")]
+    # No Flatpak on Windows, and GIMP's own Python needs no pinning.
+    assert installer.gimp_interpreter_pin(has_gi=lambda p: False)[0] is None
+
+
+def test_windows_program_files_detection(fake_home, tmp_path, monkeypatch):
+    monkeypatch.setattr(sys, "platform", "win32")
+    pf = tmp_path / "Program Files"
+    exe = pf / "GIMP 3" / "bin" / "gimp-3.0.exe"
+    exe.parent.mkdir(parents=True)
+    exe.write_text("")
+    kexe = pf / "Krita (x64)" / "bin" / "krita.exe"
+    kexe.parent.mkdir(parents=True)
+    kexe.write_text("")
+    monkeypatch.setenv("ProgramFiles", str(pf))
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    assert installer.gimp3_programs() == [str(exe)]
+    assert installer.krita_programs() == [str(kexe)]
+
+
+def test_macos_paths_use_library(fake_home, monkeypatch):
+    monkeypatch.setattr(sys, "platform", "darwin")
+    support = fake_home / "Library/Application Support"
+    (support / "GIMP/3.0").mkdir(parents=True)
+    (support / "krita").mkdir(parents=True)
+    assert installer.data_dir() == support / "fbcnn"
+    assert installer.frontend_config_path() == support / "fbcnn/frontend.json"
+    gimp = installer.find_gimp_targets(programs=[], flatpak_check=quiet_flatpak)
+    assert [t.root for t in gimp] == [support / "GIMP/3.0"]
+    krita = installer.find_krita_targets(programs=[], flatpak_check=quiet_flatpak)
+    assert [(t.root, t.kritarc) for t in krita] == [
+        (support / "krita", fake_home / "Library/Preferences/kritarc")]
+    assert installer.venv_python(Path("/v")) == Path("/v/bin/python")
+
+
+def test_gimp3_directory_env_is_a_profile(fake_home, tmp_path, monkeypatch):
+    monkeypatch.setattr(sys, "platform", "linux")
+    prof = tmp_path / "gimpprof"
+    prof.mkdir()
+    monkeypatch.setenv("GIMP3_DIRECTORY", str(prof))
+    gimp = installer.find_gimp_targets(programs=[], flatpak_check=quiet_flatpak)
+    assert [t.root for t in gimp] == [prof]
+
+
+@pytest.mark.parametrize("plat", ["linux", "win32", "darwin"])
+def test_config_path_agrees_with_the_client(fake_home, tmp_path, monkeypatch, plat):
+    """frontend.json must land where core.client (inside GIMP/Krita) looks for it."""
+    client_file = ROOT / "core" / "client.py"
+    if not client_file.is_file():
+        pytest.skip("core/client.py is not there yet")
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("fbcnn_client_under_test", client_file)
+    client = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(client)
+    monkeypatch.setattr(sys, "platform", plat)
+    monkeypatch.setenv("APPDATA", str(tmp_path / "Roaming"))
+    monkeypatch.setenv("LOCALAPPDATA", str(tmp_path / "Local"))
+    assert Path(client.config_path()) == installer.frontend_config_path()
+    monkeypatch.setenv("FBCNN_FRONTEND_CONFIG", str(tmp_path / "x.json"))
+    assert Path(client.config_path()) == installer.frontend_config_path() == tmp_path / "x.json"
+
+
+@pytest.mark.parametrize("plat", ["linux", "win32", "darwin"])
+def test_model_dir_is_inside_the_data_dir_like_core_weights(fake_home, tmp_path, monkeypatch, plat):
+    weights = pytest.importorskip("core.weights")
+    monkeypatch.setattr(sys, "platform", plat)
+    monkeypatch.setenv("LOCALAPPDATA", str(tmp_path / "Local"))
+    assert weights.cache_dir() == installer.data_dir() / "models"
+
+
+def test_flatpak_configs_land_in_the_sandbox_config_home(fake_home, monkeypatch):
+    monkeypatch.setattr(sys, "platform", "linux")
+    assert installer.flatpak_frontend_config_path("org.gimp.GIMP") == \
+        fake_home / ".var/app/org.gimp.GIMP/config/fbcnn/frontend.json"
+    assert installer.flatpak_override_command("org.kde.krita") == \
+        "flatpak override --user --talk-name=org.freedesktop.Flatpak org.kde.krita"
+
+
+# ------------------------------------------------------------------ GIMP's python3 pin
+
+def test_pin_when_path_python3_lacks_gi(tmp_path, monkeypatch):
+    monkeypatch.setattr(sys, "platform", "linux")
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    fake = bindir / "python3"
+    fake.write_text("#!/bin/sh\nexit 1\n")  # like a venv python3 without gi
+    fake.chmod(0o755)
+    system = tmp_path / "sys_python3"
+    system.write_text("#!/bin/sh\nexit 0\n")  # "has gi"
+    system.chmod(0o755)
+    monkeypatch.setenv("PATH", str(bindir))
+    pin, why = installer.gimp_interpreter_pin(system_python=str(system))
+    assert pin == str(system)
+    assert "no gi" in why
+    assert installer.interp_text(pin) == f"python3={system}\n"
+    # The PATH python3 has gi: nothing to pin.
+    fake.write_text("#!/bin/sh\nexit 0\n")
+    assert installer.gimp_interpreter_pin(system_python=str(system))[0] is None
+    # Nobody has gi: no pin, and the reason says what is missing.
+    pin, why = installer.gimp_interpreter_pin(has_gi=lambda p: False, system_python=str(system))
+    assert pin is None and "gi" in why
+
+
+# ------------------------------------------------------------------ torch choice
+
+class FakeProbes(installer.Probes):
+    def __init__(self, nvidia=(False, None, "no nvidia-smi on PATH"), rocm=(False, "no ROCm"),
+                 machine="x86_64", base=None):
+        self._nv, self._rocm, self._machine, self._base = nvidia, rocm, machine, base
+
+    def nvidia(self):
+        return self._nv
+
+    def rocm(self):
+        return self._rocm
+
+    def machine(self):
+        return self._machine
+
+    def base_torch(self, python):
+        return self._base
+
+
+CPU_TORCH = {"version": "2.13.0+cpu", "cuda": None, "hip": None, "mps": False}
+CUDA_TORCH = {"version": "2.13.0+cu128", "cuda": "12.8", "hip": None, "mps": False}
+
+
+def test_auto_on_a_cpu_only_linux_reuses_the_local_cpu_torch(monkeypatch):
+    monkeypatch.setattr(sys, "platform", "linux")
+    c = installer.choose_torch("auto", None, "py", FakeProbes(base=CPU_TORCH))
+    assert (c.kind, c.index_url, c.reuse_base, c.gpu) == (
+        "cpu", "https://download.pytorch.org/whl/cpu", True, False)
+    text = " ".join(c.reasons)
+    assert "no nvidia-smi" in text and "nothing is downloaded" in text
+
+
+def test_auto_with_nvidia_picks_cuda_index_from_the_driver(monkeypatch):
+    monkeypatch.setattr(sys, "platform", "linux")
+    nv = (True, "12.8", "nvidia-smi sees NVIDIA H100")
+    c = installer.choose_torch("auto", None, "py", FakeProbes(nvidia=nv, base=CPU_TORCH))
+    assert (c.kind, c.index_url, c.reuse_base) == ("cuda", "https://download.pytorch.org/whl/cu128", False)
+    assert "not a CUDA build" in " ".join(c.reasons)
+    c = installer.choose_torch("auto", None, "py", FakeProbes(nvidia=nv, base=CUDA_TORCH))
+    assert c.reuse_base and c.gpu
+    assert installer.cuda_tag("13.1") == "cu130"
+    assert installer.cuda_tag("12.6") == "cu126"
+    assert installer.cuda_tag("11.8") == "cu118"
+    assert installer.cuda_tag(None) == "cu126"
+
+
+def test_auto_with_rocm_and_on_apple_silicon(monkeypatch):
+    monkeypatch.setattr(sys, "platform", "linux")
+    c = installer.choose_torch("auto", None, "py", FakeProbes(rocm=(True, "rocminfo found")))
+    assert (c.kind, c.index_url, c.reuse_base) == ("rocm", "https://download.pytorch.org/whl/rocm6.4", False)
+    assert "no torch" in " ".join(c.reasons)
+    monkeypatch.setattr(sys, "platform", "darwin")
+    c = installer.choose_torch("auto", None, "py", FakeProbes(machine="arm64"))
+    assert (c.kind, c.index_url) == ("mps", None)
+    c = installer.choose_torch("auto", None, "py", FakeProbes(machine="x86_64"))
+    assert (c.kind, c.index_url) == ("cpu", None)  # PyPI's macOS wheels are the CPU ones
+
+
+def test_explicit_choice_and_index_override(monkeypatch):
+    monkeypatch.setattr(sys, "platform", "linux")
+    nv = (True, "12.6", "nvidia-smi sees a GPU")
+    c = installer.choose_torch("cpu", None, "py", FakeProbes(nvidia=nv, base=CPU_TORCH))
+    assert (c.kind, c.reuse_base) == ("cpu", True)  # --torch cpu wins over the GPU
+    c = installer.choose_torch("cpu", "http://mirror/simple", "py", FakeProbes(base=CPU_TORCH))
+    assert (c.index_url, c.reuse_base) == ("http://mirror/simple", False)
+    assert "--torch-index-url" in " ".join(c.reasons)
+    old = {"version": "1.13.1", "cuda": None, "hip": None, "mps": False}
+    c = installer.choose_torch("cpu", None, "py", FakeProbes(base=old))
+    assert not c.reuse_base and "outside" in " ".join(c.reasons)
+
+
+def test_real_probes_find_fake_gpu_tools_on_path(tmp_path, monkeypatch):
+    """The default probes read nvidia-smi's real output format and ROCm's tools via PATH."""
+    monkeypatch.setattr(sys, "platform", "linux")
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    smi = bindir / "nvidia-smi"
+    smi.write_text("#!/bin/sh\ncat <<'EOF'\n"
+                   "+-----------------------------------------------------------------------------------------+\n"
+                   "| NVIDIA-SMI 570.86.15              Driver Version: 570.86.15      CUDA Version: 12.8     |\n"
+                   "|-----------------------------------------+------------------------+----------------------+\n"
+                   "| GPU  Name                 Persistence-M | Bus-Id          Disp.A | Volatile Uncorr. ECC |\n"
+                   "|=========================================+========================+======================|\n"
+                   "|   0  NVIDIA GeForce RTX 4090        Off |   00000000:01:00.0 Off |                  Off |\n"
+                   "EOF\n")
+    smi.chmod(0o755)
+    monkeypatch.setenv("PATH", str(bindir) + os.pathsep + "/usr/bin:/bin")
+    present, cuda, detail = installer.Probes().nvidia()
+    assert (present, cuda) == (True, "12.8")
+    assert "RTX 4090" in detail
+    c = installer.choose_torch("auto", None, "py", _RealButBase(CPU_TORCH))
+    assert (c.kind, c.index_url) == ("cuda", "https://download.pytorch.org/whl/cu128")
+    # A broken driver: nvidia-smi fails -> not a usable GPU.
+    smi.write_text("#!/bin/sh\necho 'NVIDIA-SMI has failed'\nexit 9\n")
+    assert installer.Probes().nvidia()[0] is False
+    smi.unlink()
+    rocminfo = bindir / "rocminfo"
+    rocminfo.write_text("#!/bin/sh\nexit 0\n")
+    rocminfo.chmod(0o755)
+    assert installer.Probes().rocm()[0] is True
+    c = installer.choose_torch("auto", None, "py", _RealButBase(None))
+    assert c.kind == "rocm"
+
+
+class _RealButBase(installer.Probes):
+    """Real PATH probes; the base interpreter's torch is given (no torch import here)."""
+
+    def __init__(self, base):
+        self._base = base
+
+    def base_torch(self, python):
+        return self._base
+
+
+def test_base_torch_probe_reads_a_real_interpreter():
+    info = installer.Probes().base_torch(sys.executable)
+    import torch
+    assert info["version"] == torch.__version__
+    assert info["cuda"] == torch.version.cuda
+
+
+# ------------------------------------------------------------------ models option
+
+def test_models_default_and_list():
+    assert installer.parse_models(None, gpu=False, no_download=False)[0] == []
+    assert installer.parse_models(None, gpu=True, no_download=False)[0] == ["fbcnn_color"]
+    assert installer.parse_models("color,gray-double,color", False, False)[0] == [
+        "fbcnn_color", "fbcnn_gray_double"]
+    assert installer.parse_models("all", False, False)[0] == [
+        "fbcnn_color", "fbcnn_gray", "fbcnn_gray_double"]
+    assert installer.parse_models("color", gpu=True, no_download=True)[0] == []
+    with pytest.raises(SystemExit, match="unknown model"):
+        installer.parse_models("colour", False, False)
+
+
+def test_model_url_base_from_env(monkeypatch):
+    monkeypatch.delenv("FBCNN_MODEL_URL_BASE", raising=False)
+    assert installer.model_url_base(None) is None
+    monkeypatch.setenv("FBCNN_MODEL_URL_BASE", "http://127.0.0.1:9/m")
+    assert installer.model_url_base(None) == "http://127.0.0.1:9/m"
+    assert installer.model_url_base("http://x") == "http://x"
+
+
+# ------------------------------------------------------------------ kritarc
+
+KRITARC = ("[General]\r\nWindowState=AAAA==\r\n\r\n[python]\r\nenable_comics_project=true\r\n"
+           "enable_fbcnn_krita=false\r\n\r\n[theme]\r\nTheme=Krita dark\r\n")
+
+
+def test_kritarc_set_changes_one_line_and_restores_the_earlier_value(tmp_path):
+    rc = tmp_path / "kritarc"
+    rc.write_bytes(KRITARC.encode())
+    m = installer.Manifest(tmp_path / "m.json")
+    assert installer.enable_krita_plugin(rc, m) == "false"
+    after = rc.read_bytes().decode()
+    assert after == KRITARC.replace("enable_fbcnn_krita=false", "enable_fbcnn_krita=true")
+    # A re-run must not record our own "true" as the earlier value.
+    assert installer.enable_krita_plugin(rc, m) == "true"
+    assert m.data["kritarc"][str(rc)]["previous"] == "false"
+    installer.restore_kritarc(rc, m.data["kritarc"][str(rc)])
+    assert rc.read_bytes() == KRITARC.encode()
+
+
+def test_kritarc_key_added_to_existing_section_and_removed_again(tmp_path):
+    rc = tmp_path / "kritarc"
+    original = "[General]\nfoo=1\n\n[python]\nenable_other=true\n\n[Zed]\nz=2\n"
+    rc.write_text(original)
+    m = installer.Manifest(tmp_path / "m.json")
+    assert installer.enable_krita_plugin(rc, m) is None
+    assert rc.read_text() == ("[General]\nfoo=1\n\n[python]\nenable_other=true\n"
+                              "enable_fbcnn_krita=true\n\n[Zed]\nz=2\n")
+    installer.restore_kritarc(rc, m.data["kritarc"][str(rc)])
+    assert rc.read_text() == original
+
+
+def test_kritarc_section_created_and_dropped(tmp_path):
+    rc = tmp_path / "kritarc"
+    original = "[General]\nfoo=1"  # no trailing newline
+    rc.write_text(original)
+    m = installer.Manifest(tmp_path / "m.json")
+    installer.enable_krita_plugin(rc, m)
+    assert rc.read_text() == "[General]\nfoo=1\n\n[python]\nenable_fbcnn_krita=true\n"
+    assert installer.ini_get(rc.read_text(), "python", "enable_fbcnn_krita") == "true"
+    installer.restore_kritarc(rc, m.data["kritarc"][str(rc)])
+    assert rc.read_text() == original
+
+
+def test_kritarc_created_by_us_is_deleted_on_restore(tmp_path):
+    rc = tmp_path / "cfg" / "kritarc"
+    m = installer.Manifest(tmp_path / "m.json")
+    installer.enable_krita_plugin(rc, m)
+    assert rc.read_text() == "[python]\nenable_fbcnn_krita=true\n"
+    assert str(tmp_path / "cfg") in m.data["dirs"]
+    installer.restore_kritarc(rc, m.data["kritarc"][str(rc)])
+    assert not rc.exists()
+
+
+def test_kritarc_restore_keeps_what_krita_wrote_meanwhile(tmp_path):
+    rc = tmp_path / "kritarc"
+    rc.write_text("[python]\nenable_fbcnn_krita=false\n")
+    m = installer.Manifest(tmp_path / "m.json")
+    installer.enable_krita_plugin(rc, m)
+    # Krita rewrites the file while the plug-in is installed.
+    rc.write_text("[General]\nnew=1\n\n[python]\nenable_fbcnn_krita=true\n")
+    installer.restore_kritarc(rc, m.data["kritarc"][str(rc)])
+    assert rc.read_text() == "[General]\nnew=1\n\n[python]\nenable_fbcnn_krita=false\n"
+
+
+def test_ini_keys_in_other_sections_are_not_touched():
+    text = "[other]\nenable_fbcnn_krita=false\n"
+    out = installer.ini_set(text, "python", "enable_fbcnn_krita", "true")
+    assert out == "[other]\nenable_fbcnn_krita=false\n\n[python]\nenable_fbcnn_krita=true\n"
+    assert installer.ini_get(out, "other", "enable_fbcnn_krita") == "false"
+
+
+# ------------------------------------------------------------------ plug-in files, manifest, uninstall
+
+def fake_sources(tmp_path, version="1"):
+    """Plug-in sources in the layout of the repo (gimp_plugin/, krita_plugin/, core/client.py)."""
+    src = tmp_path / f"src{version}"
+    (src / "gimp/fbcnn_gimp").mkdir(parents=True)
+    (src / "gimp/fbcnn_gimp/fbcnn_gimp.py").write_text(f"#!/usr/bin/env python3\n# v{version}\n")
+    (src / "gimp/fbcnn_gimp/__pycache__").mkdir()
+    (src / "gimp/fbcnn_gimp/__pycache__/x.pyc").write_bytes(b"junk")
+    (src / "krita/fbcnn_krita").mkdir(parents=True)
+    (src / "krita/fbcnn_krita/__init__.py").write_text(f"# v{version}\n")
+    (src / f"krita/fbcnn_krita/only_in_v{version}.py").write_text("")
+    (src / "krita/fbcnn_krita.desktop").write_text("[Desktop Entry]\nX-KDE-Library=fbcnn_krita\n")
+    (src / "client.py").write_text(f"# client v{version}\n")
+    return {"gimp": src / "gimp/fbcnn_gimp", "krita_dir": src / "krita/fbcnn_krita",
+            "krita_desktop": src / "krita/fbcnn_krita.desktop", "client": src / "client.py"}
+
+
+def make_test_plan(home, sources, gimp, krita, pin=None):
+    venv = home / "venv"
+    return installer.Plan(sys.executable, venv, False, installer.TorchChoice("cpu", None, True), [],
+                          "", None, gimp, krita, pin, "test", [(installer.frontend_config_path(), False)],
+                          [], sources, False)
+
+
+def place_everything(plan, manifest):
+    """The file-placing part of an install (the venv/pip part is the e2e test's job)."""
+    for t in plan.gimp:
+        installer.install_gimp(t, plan, manifest)
+    for t in plan.krita:
+        installer.install_krita(t, plan, manifest)
+    installer.write_frontend_configs(plan, plan.venv / "bin/python", str(plan.venv / "site"), manifest)
+    manifest.save()
+
+
+def test_install_places_files_and_uninstall_leaves_the_tree_as_it_was(fake_home, tmp_path, monkeypatch):
+    monkeypatch.setattr(sys, "platform", "linux")
+    # A user who has used GIMP and Krita: profiles with their own files and settings.
+    gimp_root = fake_home / ".config/GIMP/3.0"
+    (gimp_root / "plug-ins").mkdir(parents=True)
+    (gimp_root / "gimprc").write_text("(theme \"Dark\")\n")
+    (gimp_root / "plug-ins/other_plugin").mkdir()
+    krita_root = fake_home / ".local/share/krita"
+    (krita_root / "pykrita").mkdir(parents=True)
+    (fake_home / ".config/kritarc").write_text("[General]\nx=1\n")
+    before = snapshot(fake_home)
+
+    gimp = installer.find_gimp_targets(programs=[], flatpak_check=quiet_flatpak)
+    krita = installer.find_krita_targets(programs=[], flatpak_check=quiet_flatpak)
+    plan = make_test_plan(fake_home, fake_sources(tmp_path), gimp, krita, pin="/usr/bin/python3")
+    manifest = installer.Manifest(installer.manifest_path())
+    installer.make_dirs(manifest.path.parent, manifest)
+    place_everything(plan, manifest)
+
+    main = gimp_root / "plug-ins/fbcnn_gimp/fbcnn_gimp.py"
+    assert os.access(main, os.X_OK)
+    assert (gimp_root / "plug-ins/fbcnn_gimp/fbcnn_client.py").read_text() == "# client v1\n"
+    assert not (gimp_root / "plug-ins/fbcnn_gimp/__pycache__").exists()
+    assert (gimp_root / "interpreters/python3.interp").read_text() == "python3=/usr/bin/python3\n"
+    assert (krita_root / "pykrita/fbcnn_krita.desktop").is_file()
+    assert (krita_root / "pykrita/fbcnn_krita/fbcnn_client.py").is_file()
+    assert "enable_fbcnn_krita=true" in (fake_home / ".config/kritarc").read_text()
+    cfg = json.loads(installer.frontend_config_path().read_text())
+    assert cfg["python"] == str(plan.venv / "bin/python") and cfg["flatpak_spawn"] is False
+    assert cfg["core_path"] == str(plan.venv / "site")
+
+    # GIMP and Python later drop caches into our plug-in folders: still ours to remove.
+    (gimp_root / "plug-ins/fbcnn_gimp/__pycache__").mkdir()
+    (gimp_root / "plug-ins/fbcnn_gimp/__pycache__/fbcnn_client.cpython-313.pyc").write_bytes(b"x")
+    assert installer.main(["--uninstall"]) == 0
+    assert snapshot(fake_home) == before
+
+
+def test_uninstall_keeps_folders_that_gained_foreign_files(fake_home, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(sys, "platform", "linux")
+    krita = installer.find_krita_targets(programs=["/usr/bin/krita"], flatpak_check=quiet_flatpak)
+    plan = make_test_plan(fake_home, fake_sources(tmp_path), [], krita)
+    manifest = installer.Manifest(installer.manifest_path())
+    installer.make_dirs(manifest.path.parent, manifest)
+    place_everything(plan, manifest)
+    # Krita starts and writes its resource database into the folder we created.
+    (fake_home / ".local/share/krita/resourcecache.sqlite").write_text("db")
+    assert installer.main(["--uninstall"]) == 0
+    assert (fake_home / ".local/share/krita/resourcecache.sqlite").read_text() == "db"
+    assert not (fake_home / ".local/share/krita/pykrita").exists()
+    assert not (fake_home / ".config/kritarc").exists()
+    assert not installer.manifest_path().exists()
+    assert "kept" in capsys.readouterr().out
+
+
+def test_rerun_upgrades_and_keeps_the_first_kritarc_value(fake_home, tmp_path, monkeypatch):
+    monkeypatch.setattr(sys, "platform", "linux")
+    (fake_home / ".config/GIMP/3.0").mkdir(parents=True)
+    (fake_home / ".local/share/krita").mkdir(parents=True)
+    (fake_home / ".config/kritarc").write_text("[python]\nenable_fbcnn_krita=false\n")
+    before = snapshot(fake_home)
+    gimp = installer.find_gimp_targets(programs=[], flatpak_check=quiet_flatpak)
+    krita = installer.find_krita_targets(programs=[], flatpak_check=quiet_flatpak)
+
+    manifest = installer.Manifest(installer.manifest_path())
+    installer.make_dirs(manifest.path.parent, manifest)
+    place_everything(make_test_plan(fake_home, fake_sources(tmp_path, "1"), gimp, krita), manifest)
+
+    manifest = installer.Manifest.load(installer.manifest_path())
+    assert manifest.exists()
+    place_everything(make_test_plan(fake_home, fake_sources(tmp_path, "2"), gimp, krita), manifest)
+    kdir = fake_home / ".local/share/krita/pykrita/fbcnn_krita"
+    assert (kdir / "__init__.py").read_text() == "# v2\n"
+    assert not (kdir / "only_in_v1.py").exists()  # stale files of the old version are gone
+    assert (kdir / "only_in_v2.py").exists()
+    assert (fake_home / ".config/GIMP/3.0/plug-ins/fbcnn_gimp/fbcnn_client.py").read_text() == "# client v2\n"
+    data = json.loads(installer.manifest_path().read_text())
+    assert data["kritarc"][str(fake_home / ".config/kritarc")]["previous"] == "false"
+    assert len(data["trees"]) == len(set(data["trees"]))
+
+    assert installer.main(["--uninstall"]) == 0
+    assert snapshot(fake_home) == before
+
+
+def test_interp_file_of_the_user_is_left_alone(fake_home, tmp_path, monkeypatch):
+    monkeypatch.setattr(sys, "platform", "linux")
+    root = fake_home / ".config/GIMP/3.0"
+    (root / "interpreters").mkdir(parents=True)
+    (root / "interpreters/python3.interp").write_text("python3=/opt/mine/python3\n")
+    gimp = installer.find_gimp_targets(programs=[], flatpak_check=quiet_flatpak)
+    plan = make_test_plan(fake_home, fake_sources(tmp_path), gimp, [], pin="/usr/bin/python3")
+    manifest = installer.Manifest(installer.manifest_path())
+    notes = installer.install_gimp(gimp[0], plan, manifest)
+    assert (root / "interpreters/python3.interp").read_text() == "python3=/opt/mine/python3\n"
+    assert any("left" in n for n in notes)
+    assert str(root / "interpreters/python3.interp") not in manifest.data["files"]
+
+
+def test_uninstall_without_manifest_is_a_no_op(fake_home, monkeypatch, capsys):
+    monkeypatch.setattr(sys, "platform", "linux")
+    before = snapshot(fake_home)
+    assert installer.main(["--uninstall"]) == 0
+    assert "Nothing to uninstall" in capsys.readouterr().out
+    assert snapshot(fake_home) == before
+
+
+# ------------------------------------------------------------------ the real script: dry-run, Python 3.9
+
+def run_installer(args, home, python=sys.executable, extra_env=None, timeout=300):
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("XDG_", "FBCNN_", "GIMP3_")) and k not in ("APPDATA", "LOCALAPPDATA")}
+    env["HOME"] = str(home)
+    env.update(extra_env or {})
+    return subprocess.run([python, str(ROOT / "installer.py"), *args], env=env, cwd=str(home),
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=timeout)
+
+
+def test_dry_run_prints_the_plan_and_changes_nothing(tmp_path):
+    home = tmp_path / "home"
+    (home / ".config/GIMP/3.0").mkdir(parents=True)
+    (home / ".var/app/org.kde.krita/data/krita").mkdir(parents=True)
+    (home / ".config/kritarc").parent.mkdir(parents=True, exist_ok=True)
+    (home / ".config/kritarc").write_text("[General]\nx=1\n")
+    before = snapshot(home)
+    p = run_installer(["--dry-run", "--gimp-dir", str(home / "extra-profile"), "--models", "gray"], home)
+    assert p.returncode == 0, p.stdout
+    out = p.stdout
+    assert "Dry run: nothing was changed." in out
+    assert str(home / ".config/GIMP/3.0/plug-ins/fbcnn_gimp") in out
+    assert str(home / "extra-profile/plug-ins/fbcnn_gimp") in out
+    assert str(home / ".var/app/org.kde.krita/data/krita/pykrita/fbcnn_krita") in out
+    assert str(home / ".var/app/org.kde.krita/config/kritarc") in out
+    assert str(home / ".var/app/org.kde.krita/config/fbcnn/frontend.json") in out
+    assert "flatpak override --user --talk-name=org.freedesktop.Flatpak org.kde.krita" in out
+    assert "fbcnn_gray" in out and "torch" in out
+    assert snapshot(home) == before
+    assert not (home / "extra-profile").exists()
+
+
+def test_source_is_python39_syntax():
+    ast.parse((ROOT / "installer.py").read_text(), feature_version=(3, 9))
+
+
+PY39 = Path("/root/.pyenv/versions/3.9.18/bin/python3.9")
+
+
+@pytest.mark.skipif(not PY39.exists(), reason="no Python 3.9 on this machine")
+def test_runs_under_python39_without_torch(tmp_path):
+    """Python 3.9 without torch: the plan says torch comes from the CPU index, not reuse."""
+    home = tmp_path / "home"
+    home.mkdir()
+    p = run_installer(["--dry-run", "--no-gimp", "--no-krita", "--torch", "cpu"], home, python=str(PY39))
+    assert p.returncode == 0, p.stdout
+    assert "the base Python has no torch: pip installs torch from https://download.pytorch.org/whl/cpu" in p.stdout
+    assert list(home.iterdir()) == []
+    p = run_installer(["--help"], home, python=str(PY39))
+    assert p.returncode == 0 and "--uninstall" in p.stdout

@@ -225,8 +225,12 @@ def _jsonable(v):
 # ---------------------------------------------------------------- models / download
 
 def cmd_models(args) -> int:
-    rows = [(name, STATE_LABELS[weights.status(name)], str(weights.model_path(name)))
-            for name in weights.REGISTRY]
+    rows = []
+    for name, e in weights.REGISTRY.items():
+        state = STATE_LABELS[weights.status(name)]
+        if e.bundled and e.sha256 is None and state == "bundled":
+            state += " (sha256 not pinned yet)"
+        rows.append((name, state, str(weights.model_path(name))))
     width = max(len(r[0]) for r in rows)
     swidth = max(len(r[1]) for r in rows)
     for name, state, path in rows:

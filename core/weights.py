@@ -163,9 +163,11 @@ def _is_verified(path: pathlib.Path, sha: str) -> bool:
         return False
 
 
-def _remember(path: pathlib.Path, sha: str) -> None:
+def _remember(path: pathlib.Path, sha: str, sidecar: bool = True) -> None:
     stamp = _stamp(path, sha)
     _verified[str(path)] = stamp
+    if not sidecar:
+        return
     try:
         _sidecar(path).write_text(json.dumps(stamp))
     except OSError:
@@ -189,7 +191,8 @@ def _check(path: pathlib.Path, e: ModelEntry) -> str | None:
     got = sha256_file(path)
     if got != e.sha256:
         return f"sha256 {got}, expected {e.sha256}"
-    _remember(path, e.sha256)
+    # No sidecar beside the bundled file: it is small, and its folder is the package (or the repo).
+    _remember(path, e.sha256, sidecar=not e.bundled)
     return None
 
 

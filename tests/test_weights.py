@@ -325,6 +325,7 @@ def test_bundled_model_missing_or_present(tmp_path, monkeypatch):
                         replace(e, sha256=hashlib.sha256(data).hexdigest()))
     assert weights.status("compact") == "bundled"
     assert weights.load_model("compact").config == TINY
+    assert not list(tmp_path.glob("*.verified"))  # nothing written into the package folder
     assert weights.download("compact") == tmp_path / "fbcnn_compact.pth"
     monkeypatch.setitem(weights.REGISTRY, "compact", replace(e, sha256="1" * 64))
     assert weights.status("compact") == "corrupt"

@@ -1,0 +1,368 @@
+"""The GIMP 3 plug-in, driven in a real GIMP 3 (headless batch; Xvfb for the dialog).
+
+All batch jobs share ONE GIMP start (module fixture `batch`); each test asserts
+on the pixels its job dumped. tests/hosts/setup_gimp.sh installs GIMP 3 (apt on
+Debian 13, a cached Debian 13 chroot on Debian 12); tests/run.sh runs it first.
+"""
+import json
+import os
+import pathlib
+import sys
+import warnings
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.conftest import shared_path
+from tests.hosts import gimp as gh
+
+pytestmark = pytest.mark.gimp
+
+REPO = gh.REPO
+TRAINED = REPO / "core" / "models" / "fbcnn_compact.pth"
+SMALL = (160, 128)          # the small test images (w, h)
+SEL = (37, 29, 70, 50)      # a selection that is not on the 8-px grid
+
+
+def loud_skip(msg):
+    msg = "SKIPPED LOUDLY: " + msg
+    warnings.warn(msg)
+    pytest.skip(msg)
+
+
+@pytest.fixture(scope="module")
+def host():
+    h = gh.find_gimp()
+    if h is None:
+        loud_skip("GIMP 3 is not set up; run `sh tests/hosts/setup_gimp.sh` "
+                  "(tests/run.sh does it) to install it")
+    return h
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory):
+    return tmp_path_factory.mktemp("gimp")
+
+
+@pytest.fixture(scope="module")
+def model_args(work):
+    """The trained bundled model when present, else random weights (development)."""
+    if TRAINED.is_file():
+        return {"model": "compact"}
+    import torch
+    from core import network, weights
+    torch.manual_seed(0)
+    path = work / "random_compact.pth"
+    torch.save(network.build(weights.COMPACT_CONFIG).state_dict(), path)
+    return {"model-file": str(path)}
+
+
+def need_trained_model():
+    if not TRAINED.is_file():
+        loud_skip(f"{TRAINED} is absent: quality bars need the trained compact model "
+                  "(random weights were used for the pixel-plumbing checks)")
+
+
+def gimp_env(work):
+    env = gh.make_profile(work, core_path=os.environ.get("FBCNN_TEST_CORE_PATH"))
+    # No downloaded official models: "auto" means compact, and "color" is missing.
+    env["FBCNN_MODEL_DIR"] = str(work / "models")
+    (work / "models").mkdir(exist_ok=True)
+    return env
+
+
+# ------------------------------------------------------------------ inputs
+
+def prepare_inputs(work):
+    """JPEGs made with Pillow, and raw pixels for images built inside GIMP."""
+    gt = np.asarray(Image.open(shared_path("datasets", "val", "McMaster", "01.png"))
+                    .convert("RGB"))
+    Image.fromarray(gt).save(work / "q10.jpg", quality=10)
+    small = np.asarray(Image.open(shared_path("datasets", "val", "McMaster", "02.png"))
+                       .convert("RGB"))[:SMALL[1], :SMALL[0]]
+    Image.fromarray(small).save(work / "small.jpg", quality=15)
+    decoded = np.asarray(Image.open(work / "small.jpg").convert("RGB"))
+    w, h = SMALL
+
+    yy, xx = np.mgrid[0:h, 0:w]
+    alpha = np.where(xx < 20, 0, np.clip(xx * 255 // w + 40, 0, 255)).astype(np.uint8)
+    (work / "rgba.raw").write_bytes(np.dstack([decoded, alpha]).tobytes())
+
+    # 16 bit: the JPEG content on the left, a smooth 2D gradient (thousands of
+    # levels) on the right half.
+    u16 = decoded.astype(np.uint16) * 257
+    grad = (20000 + 90 * xx + 53 * yy).astype(np.uint16)
+    u16[:, w // 2:] = np.dstack([grad] * 3)[:, w // 2:]
+    (work / "u16.raw").write_bytes(u16.tobytes())
+
+    f32 = np.dstack([decoded / 255.0, alpha / 255.0]).astype(np.float32)
+    (work / "f32.raw").write_bytes(f32.tobytes())
+    gray = (0.299 * decoded[..., 0] + 0.587 * decoded[..., 1] + 0.114 * decoded[..., 2])
+    (work / "gray.raw").write_bytes(np.round(gray).astype(np.uint8).tobytes())
+    return gt
+
+
+def build_jobs(work, model_args):
+    w, h = SMALL
+    J = str(work)
+
+    def dump(name, fmt="R'G'B' u8", which=None):
+        return {"op": "dump", "path": f"{J}/{name}.raw", "format": fmt, "which": which}
+
+    def filt(**args):
+        return {"op": "filter", "args": dict(model_args, **args)}
+
+    def load(path="small.jpg"):
+        return {"op": "load", "path": f"{J}/{path}"}
+
+    def create(raw, fmt, precision="u8", alpha=False, gray=False):
+        return {"op": "create", "width": w, "height": h, "raw": f"{J}/{raw}", "format": fmt,
+                "precision": precision, "alpha": alpha, "gray": gray}
+
+    frontend = json.loads((work / "frontend.json").read_text())
+    broken = dict(frontend, python="/nonexistent/bin/python3")
+    crashing = dict(frontend, python="/bin/false")
+    restore_cfg = {"op": "write_file", "path": f"{J}/frontend.json", "text": json.dumps(frontend)}
+
+    def with_config(text):
+        return {"op": "write_file", "path": f"{J}/frontend.json", "text": text}
+
+    return [
+        {"name": "lookup", "steps": [{"op": "lookup"}]},
+        {"name": "auto", "steps": [load("q10.jpg"), dump("auto_before"), filt(),
+                                   dump("auto_after")]},
+        {"name": "qf5", "steps": [load(), dump("qf_before"),
+                                  filt(**{"qf-mode": "manual", "qf": 5}), dump("qf5")]},
+        {"name": "qf60", "steps": [load(), filt(**{"qf-mode": "manual", "qf": 60}),
+                                   dump("qf60")]},
+        {"name": "selection", "steps": [
+            load(), {"op": "select_rect", "x": SEL[0], "y": SEL[1], "w": SEL[2], "h": SEL[3]},
+            dump("sel_before"), filt(), dump("sel_after")]},
+        {"name": "feather", "steps": [
+            load(), {"op": "select_rect", "x": 40, "y": 32, "w": 80, "h": 64, "feather": 16.0},
+            dump("feather_before"), filt(), dump("feather_after")]},
+        {"name": "rgba", "steps": [
+            create("rgba.raw", "R'G'B'A u8", alpha=True), dump("rgba_before", "R'G'B'A u8"),
+            filt(), dump("rgba_after", "R'G'B'A u8")]},
+        {"name": "u16", "steps": [
+            create("u16.raw", "R'G'B' u16", precision="u16"), dump("u16_before", "R'G'B' u16"),
+            filt(**{"qf-mode": "manual", "qf": 20}), dump("u16_after", "R'G'B' u16")]},
+        {"name": "float", "steps": [
+            create("f32.raw", "R'G'B'A float", precision="float", alpha=True),
+            dump("f32_before", "R'G'B'A float"), filt(**{"qf-mode": "manual", "qf": 15}),
+            dump("f32_after", "R'G'B'A float")]},
+        {"name": "gray", "steps": [
+            create("gray.raw", "Y' u8", gray=True), dump("gray_before", "Y' u8"),
+            filt(**{"qf-mode": "manual", "qf": 15}), dump("gray_after", "Y' u8")]},
+        {"name": "newlayer", "steps": [
+            load(), dump("nl_before"), filt(output="new-layer"), {"op": "layers"},
+            dump("nl_top", which="top"), dump("nl_orig", which=1)]},
+        {"name": "mask", "steps": [
+            load(), {"op": "add_mask"}, dump("mask_before", "Y u8", which="mask"),
+            dump("mask_px_before"), filt(), dump("mask_after", "Y u8", which="mask"),
+            dump("mask_px_after")]},
+        {"name": "broken-python", "steps": [
+            load(), dump("broken_before"), with_config(json.dumps(broken)), filt(),
+            restore_cfg, dump("broken_after")]},
+        {"name": "crashing-worker", "steps": [
+            load(), with_config(json.dumps(crashing)), filt(), restore_cfg,
+            dump("crash_after")]},
+        {"name": "not-configured", "steps": [
+            load(), {"op": "write_file", "path": f"{J}/frontend.json", "text": None}, filt(),
+            restore_cfg, dump("nocfg_after")]},
+        {"name": "missing-model", "steps": [
+            load(), {"op": "filter", "args": {"model": "color"}}, dump("missing_after")]},
+        {"name": "group", "steps": [load(), {"op": "group"},
+                                    {"op": "filter", "args": model_args, "which": "group"}]},
+        {"name": "layer-mask", "steps": [load(), {"op": "add_mask"},
+                                         {"op": "filter", "args": model_args,
+                                          "which": "mask"}]},
+        {"name": "channel", "steps": [load(), {"op": "channel"},
+                                      {"op": "filter", "args": model_args,
+                                       "which": "channel"}]},
+    ]
+
+
+@pytest.fixture(scope="module")
+def batch(host, work, model_args):
+    gt = prepare_inputs(work)
+    env = gimp_env(work)
+    core_path = os.environ.get("FBCNN_TEST_CORE_PATH")
+    run = gh.run_jobs(host, work, build_jobs(work, model_args), env, timeout=1500,
+                      binds=[core_path] if core_path else [])
+    sys.stderr.write(f"\n[gimp] one GIMP start ran {len(run.results)} jobs in "
+                     f"{run.seconds:.1f} s ({host.mode})\n")
+    (work / "gimp.log").write_text(run.log())
+    run.gt = gt
+    run.dir = work
+    return run
+
+
+def raw(run, name, dtype=np.uint8, channels=3, size=SMALL):
+    data = np.fromfile(run.dir / f"{name}.raw", dtype=dtype)
+    return data.reshape(size[1], size[0], channels)
+
+
+def ok(run, job):
+    rec = run.step(job, "filter")
+    assert rec["status"] == "success", f"{job}: {rec}\n{run.log()}"
+    return rec
+
+
+def error(run, job):
+    rec = run.step(job, "filter")
+    assert rec["status"] == "execution-error", f"{job}: {rec}"
+    message = rec["values"][0] if rec["values"] else ""
+    return message
+
+
+def psnr(a, b):
+    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+    return 10 * np.log10(255.0 ** 2 / mse)
+
+
+def smoothness(a):
+    """Mean absolute difference of neighbours: lower is smoother."""
+    a = a.astype(np.float64)
+    return np.abs(np.diff(a, axis=0)).mean() + np.abs(np.diff(a, axis=1)).mean()
+
+
+# ------------------------------------------------------------------ tests
+
+def test_procedure_is_registered(batch):
+    rec = batch.step("lookup", "lookup")
+    assert rec["found"], batch.log()
+    assert rec["arguments"][3:8] == ["qf-mode", "qf", "model", "output", "device"]
+    assert rec["menu_paths"] == ["<Image>/Filters/Enhance"]
+    assert rec["menu_label"] == "Remove JPEG _Artifacts..."
+    assert rec["image_types"] == "RGB*, GRAY*"
+
+
+def test_auto_detects_qf_10_from_the_file(batch):
+    rec = ok(batch, "auto")
+    assert rec["values"][:2] == [10, "file"], rec
+    assert batch.step("auto", "load")["jpeg_settings"].startswith("030a")
+
+
+def test_auto_raises_psnr_by_1db(batch):
+    ok(batch, "auto")
+    size = (500, 500)
+    before = raw(batch, "auto_before", size=size)   # GIMP's own decode
+    after = raw(batch, "auto_after", size=size)
+    assert not np.array_equal(before, after)
+    need_trained_model()
+    gain = psnr(after, batch.gt) - psnr(before, batch.gt)
+    sys.stderr.write(f"\n[gimp] PSNR {psnr(before, batch.gt):.2f} -> "
+                     f"{psnr(after, batch.gt):.2f} dB (+{gain:.2f})\n")
+    assert gain >= 1.0, f"PSNR gain {gain:.2f} dB < 1.0 dB"
+
+
+def test_manual_qf_5_and_60_differ(batch):
+    assert ok(batch, "qf5")["values"][:2] == [5, "manual"]
+    assert ok(batch, "qf60")["values"][:2] == [60, "manual"]
+    q5, q60 = raw(batch, "qf5"), raw(batch, "qf60")
+    assert np.abs(q5.astype(int) - q60.astype(int)).mean() > 0.5
+
+
+def test_manual_qf_5_is_smoother_than_60(batch):
+    ok(batch, "qf5"), ok(batch, "qf60")
+    need_trained_model()
+    assert smoothness(raw(batch, "qf5")) < smoothness(raw(batch, "qf60"))
+
+
+def test_selection_leaves_outside_bit_identical(batch):
+    ok(batch, "selection")
+    before, after = raw(batch, "sel_before"), raw(batch, "sel_after")
+    x, y, w, h = SEL
+    inside = np.zeros(before.shape[:2], bool)
+    inside[y:y + h, x:x + w] = True
+    assert np.array_equal(before[~inside], after[~inside])
+    assert not np.array_equal(before[inside], after[inside])
+
+
+def test_feathered_selection_blends(batch):
+    ok(batch, "feather")
+    before = raw(batch, "feather_before").astype(int)
+    after = raw(batch, "feather_after").astype(int)
+    changed = np.any(before != after, axis=2)
+    # Nothing changes well outside the feathered rectangle, the middle changes.
+    far = np.ones(changed.shape, bool)
+    far[32 - 16:32 + 64 + 16, 40 - 16:40 + 80 + 16] = False
+    assert not changed[far].any()
+    assert changed[50:80, 60:100].mean() > 0.5
+
+
+def test_rgba_alpha_is_bit_identical(batch):
+    ok(batch, "rgba")
+    before = raw(batch, "rgba_before", channels=4)
+    after = raw(batch, "rgba_after", channels=4)
+    assert np.array_equal(before[..., 3], after[..., 3])
+    visible = before[..., 3] > 0
+    assert not np.array_equal(before[..., :3][visible], after[..., :3][visible])
+
+
+def test_16_bit_keeps_more_than_256_levels(batch):
+    ok(batch, "u16")
+    before = raw(batch, "u16_before", np.uint16)
+    after = raw(batch, "u16_after", np.uint16)
+    assert not np.array_equal(before, after)
+    region = after[8:-8, SMALL[0] // 2 + 8:-8, 1]
+    levels = np.unique(region).size
+    assert levels > 256, f"only {levels} levels: squeezed through 8 bits?"
+    assert np.any(region % 257 != 0)
+
+
+def test_float_layer_keeps_alpha_and_changes_colour(batch):
+    ok(batch, "float")
+    before = raw(batch, "f32_before", np.float32, 4)
+    after = raw(batch, "f32_after", np.float32, 4)
+    assert np.array_equal(before[..., 3].view(np.uint32), after[..., 3].view(np.uint32))
+    assert np.abs(before[..., :3] - after[..., :3]).max() > 1e-3
+
+
+def test_gray_layer(batch):
+    ok(batch, "gray")
+    before = raw(batch, "gray_before", channels=1)
+    after = raw(batch, "gray_after", channels=1)
+    assert np.abs(before.astype(int) - after.astype(int)).mean() > 0.2
+
+
+def test_new_layer_keeps_the_original(batch):
+    ok(batch, "newlayer")
+    layers = batch.step("newlayer", "layers")["layers"]
+    assert len(layers) == 2 and "JPEG artifacts removed" in layers[0], layers
+    before = raw(batch, "nl_before")
+    assert np.array_equal(raw(batch, "nl_orig"), before)
+    assert not np.array_equal(raw(batch, "nl_top"), before)
+
+
+def test_layer_mask_is_unchanged(batch):
+    ok(batch, "mask")
+    assert np.array_equal(raw(batch, "mask_before", channels=1),
+                          raw(batch, "mask_after", channels=1))
+    assert not np.array_equal(raw(batch, "mask_px_before"), raw(batch, "mask_px_after"))
+
+
+@pytest.mark.parametrize("job,after,words", [
+    ("broken-python", "broken_after", ["cannot start", "installer"]),
+    ("crashing-worker", "crash_after", ["exited", "installer"]),
+    ("not-configured", "nocfg_after", ["not set up", "installer"]),
+    ("missing-model", "missing_after", ["fbcnn_color", "Compact"]),
+])
+def test_errors_say_what_to_do_and_leave_the_image(batch, job, after, words):
+    message = error(batch, job)
+    for word in words:
+        assert word.lower() in message.lower(), message
+    assert np.array_equal(raw(batch, after), raw(batch, "broken_before"))
+
+
+@pytest.mark.parametrize("job,words", [
+    ("group", ["layer groups"]),
+    ("layer-mask", ["layer masks"]),
+    ("channel", ["channels"]),
+])
+def test_refuses_groups_masks_and_channels(batch, job, words):
+    message = error(batch, job)
+    for word in words:
+        assert word in message, message

@@ -40,7 +40,11 @@ def read(path) -> Picture:
         icc = im.info.get("icc_profile") or None
         exif = _exif_bytes(im)
         info = {"format": im.format, "mode": im.mode}
-        pixels = _png16(path) if im.format == "PNG" else None
+        pixels = None
+        if im.format == "PNG":
+            pixels = _png16(path)
+        elif im.format == "TIFF" and im.mode in ("RGB", "RGBA") and 16 in _tiff_bits(im):
+            pixels = _tiff16(im, path)
         if pixels is None:
             pixels = _pillow_pixels(im)
     return Picture(pixels, icc, exif, info)
@@ -56,9 +60,6 @@ def _exif_bytes(im) -> bytes | None:
 
 def _pillow_pixels(im) -> np.ndarray:
     mode = im.mode
-    if im.format == "TIFF" and mode in ("RGB", "RGBA") and 16 in _tiff_bits(im):
-        raise UnsupportedImage("16-bit colour TIFF would be cut to 8 bits by the reader; "
-                               "save it as a 16-bit PNG instead")
     if mode in ("CMYK", "LAB", "HSV"):
         raise UnsupportedImage(f"{mode} images are not supported; convert to RGB first "
                                f"(with its colour profile, in an image editor)")
@@ -84,6 +85,36 @@ def _pillow_pixels(im) -> np.ndarray:
 def _tiff_bits(im) -> tuple:
     bits = im.tag_v2.get(258, (8,))
     return bits if isinstance(bits, tuple) else (bits,)
+
+
+_TIFF_DEFLATE = (8, 32946)
+
+
+def _tiff16(im, path: pathlib.Path) -> np.ndarray:
+    """Pixels of a 16-bit colour TIFF (strips, uncompressed or deflate), which Pillow cuts to 8 bits."""
+    tags = im.tag_v2
+    w, h = im.size
+    spp = int(tags.get(277, 1))
+    compression, predictor = int(tags.get(259, 1)), int(tags.get(317, 1))
+    if set(_tiff_bits(im)) != {16} or int(tags.get(284, 1)) != 1 or 322 in tags:
+        raise UnsupportedImage("this 16-bit colour TIFF layout (tiles, planes or mixed depths) is not "
+                               "supported; save it as a 16-bit PNG")
+    if compression not in (1, *_TIFF_DEFLATE) or predictor not in (1, 2):
+        raise UnsupportedImage("16-bit colour TIFF is read uncompressed or with deflate/ZIP only "
+                               "(this one uses another compression); re-save it that way or as 16-bit PNG")
+    data = bytearray()
+    with open(path, "rb") as f:
+        order = "<" if f.read(2) == b"II" else ">"
+        for offset, count in zip(tags[273], tags[279]):
+            f.seek(offset)
+            strip = f.read(count)
+            data += zlib.decompress(strip) if compression != 1 else strip
+    if len(data) < w * h * spp * 2:
+        raise UnsupportedImage(f"{path.name}: TIFF data is truncated")
+    a = np.frombuffer(bytes(data[:w * h * spp * 2]), order + "u2").reshape(h, w, spp).astype(np.uint16)
+    if predictor == 2:
+        a = np.cumsum(a, axis=1, dtype=np.uint16)  # horizontal differencing, undone mod 2**16
+    return a[..., :len(im.mode)]  # RGB with an unspecified extra sample keeps 3 channels
 
 
 def _png_chunks(data: bytes):

@@ -111,6 +111,77 @@ def test_tiff_8bit_and_16bit_gray(tmp_path):
         images.write(tmp_path / "c.tif", g.repeat(3, axis=2))
 
 
+def tiff16(path, px, *, compression=1, predictor=1, order="<", rows_per_strip=None):
+    """A baseline 16-bit TIFF in strips, written by hand (Pillow cannot write 16-bit colour)."""
+    h, w, c = px.shape
+    rps = rows_per_strip or h
+    samples = px.astype(np.uint16)
+    if predictor == 2:
+        samples = samples.copy()
+        samples[:, 1:] -= px[:, :-1].astype(np.uint16)  # horizontal differencing, wraps mod 2**16
+    strips = []
+    for y in range(0, h, rps):
+        raw = samples[y:y + rps].astype(order + "u2").tobytes()
+        strips.append(zlib.compress(raw) if compression == 8 else raw)
+    tags = {256: (3, [w]), 257: (3, [h]), 258: (3, [16] * c), 259: (3, [compression]),
+            262: (3, [2]), 273: (4, []), 277: (3, [c]), 278: (3, [rps]),
+            279: (4, [len(s) for s in strips]), 284: (3, [1]), 317: (3, [predictor])}
+    if c == 4:
+        tags[338] = (3, [2])  # unassociated alpha
+    n = len(tags)
+    extra_at = 8 + 2 + 12 * n + 4
+    extra = b""
+    # Values longer than 4 bytes go after the IFD; the strips after those.
+    sizes = {k: (2 if t == 3 else 4) * max(1, len(v)) for k, (t, v) in tags.items()}
+    long_bytes = sum(sz for k, sz in sizes.items() if sz > 4 and k != 273) + (4 * len(strips) if len(strips) > 1 else 0)
+    body_at = extra_at + long_bytes
+    offsets, pos = [], body_at
+    for st in strips:
+        offsets.append(pos)
+        pos += len(st)
+    tags[273] = (4, offsets)
+    ifd = struct.pack(order + "H", n)
+    for k in sorted(tags):
+        t, v = tags[k]
+        fmt = order + ("H" if t == 3 else "I") * len(v)
+        packed = struct.pack(fmt, *v)
+        if len(packed) <= 4:
+            ifd += struct.pack(order + "HHI", k, t, len(v)) + packed.ljust(4, b"\0")
+        else:
+            ifd += struct.pack(order + "HHII", k, t, len(v), extra_at + len(extra))
+            extra += packed
+    head = (b"II*\0" if order == "<" else b"MM\0*") + struct.pack(order + "I", 8)
+    data = head + ifd + struct.pack(order + "I", 0) + extra
+    assert len(data) == body_at
+    path.write_bytes(data + b"".join(strips))
+
+
+@pytest.mark.parametrize("opts", [
+    {}, {"compression": 8}, {"compression": 8, "predictor": 2, "rows_per_strip": 3},
+    {"order": ">", "rows_per_strip": 4}, {"channels": 4, "compression": 8, "predictor": 2},
+])
+def test_16bit_colour_tiff_reads_exactly(tmp_path, opts):
+    opts = dict(opts)
+    px = RNG.integers(0, 65536, (10, 7, opts.pop("channels", 3)), dtype=np.uint16)
+    tiff16(tmp_path / "t.tif", px, **opts)
+    got = images.read(tmp_path / "t.tif").pixels
+    assert got.dtype == np.uint16 and np.array_equal(got, px)
+    # Pillow reads the same file as 8 bits: the hand-written TIFF is a valid one.
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "t.tif")), (px >> 8).astype(np.uint8))
+
+
+def test_16bit_colour_tiff_with_lzw_is_refused_clearly(tmp_path):
+    px = RNG.integers(0, 65536, (4, 4, 3), dtype=np.uint16)
+    tiff16(tmp_path / "t.tif", px)
+    data = bytearray((tmp_path / "t.tif").read_bytes())
+    # Rewrite the Compression tag's value to LZW (5): the reader must refuse, not misread.
+    i = data.index(struct.pack("<HHI", 259, 3, 1))
+    data[i + 8:i + 10] = struct.pack("<H", 5)
+    (tmp_path / "t.tif").write_bytes(bytes(data))
+    with pytest.raises(UnsupportedImage, match="deflate"):
+        images.read(tmp_path / "t.tif")
+
+
 def test_palette_with_transparency_becomes_rgba(tmp_path):
     im = Image.new("P", (4, 4), 1)
     im.putpalette([0, 0, 0, 255, 0, 0] + [0] * 762)

@@ -282,9 +282,8 @@ def test_any_fbcnn_family_file_loads_and_checkpoints_unwrap(tmp_path):
     assert weights.load_model(tmp_path / "dp.pth").config == TINY
 
 
-@pytest.mark.xfail(strict=True, reason="core.network.config_from_state_dict assumes nb=4 (reads "
-                   "m_down1.4.weight); COMPACT_CONFIG has nb=2. Reported to the owner of network.py.")
 def test_compact_config_round_trips_through_a_file(tmp_path):
+    # Needs config_from_state_dict to find the down-convs at index nb (not a fixed 4).
     for cfg in (weights.COMPACT_CONFIG, Config(nc=(4, 8, 8, 8), nb=2, qf_nc=8)):
         torch.save(build(cfg).state_dict(), tmp_path / "m.pth")
         assert weights.load_model(tmp_path / "m.pth").config == cfg

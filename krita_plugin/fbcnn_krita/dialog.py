@@ -1,0 +1,407 @@
+"""The dialog: detected QF, QF controls, before/after preview, model, device, output.
+
+It never blocks Krita: every worker request is a Pending that reports back to
+the GUI thread. Only the newest preview request matters; older ones are
+cancelled. Closing the dialog cancels whatever is running.
+"""
+import os
+
+from PyQt5.QtCore import Qt, QTimer
+from PyQt5.QtWidgets import (QButtonGroup, QCheckBox, QComboBox, QDialog, QDialogButtonBox,
+                             QFormLayout, QGroupBox, QHBoxLayout, QLabel, QProgressBar,
+                             QPushButton, QRadioButton, QSlider, QSpinBox, QVBoxLayout)
+
+from . import pixels, process
+from .messages import show_error
+from .preview import AFTER, BEFORE, SPLIT, PreviewView, to_qimage
+from .session import FbcnnError, Pending
+
+PREVIEW_SIZE = (384, 288)
+PREVIEW_CONTEXT = 32   # extra pixels around the preview so its edges look like the full run
+DEBOUNCE_MS = 350
+MODEL_LABELS = {"auto": "Automatic", "compact": "Compact (bundled)",
+                "fbcnn_color": "FBCNN color (official)", "fbcnn_gray": "FBCNN gray (official)",
+                "fbcnn_gray_double": "FBCNN gray, re-saved JPEGs (official)"}
+DEVICE_LABELS = {"auto": "Automatic", "cpu": "CPU", "cuda": "GPU (CUDA/ROCm)",
+                 "mps": "GPU (Apple)", "gpu": "GPU"}
+
+
+class FilterDialog(QDialog):
+    def __init__(self, document, node, parent=None):
+        super().__init__(parent)
+        self.setObjectName("fbcnn_krita_dialog")
+        self.setWindowTitle("Remove JPEG Artifacts")
+        self.setAttribute(Qt.WA_DeleteOnClose)
+        self.document, self.node = document, node
+        self.target = process.Target(document, node)  # refuses CMYK & co. before showing
+        self.linear = "g10" in node.colorProfile() or "linear" in node.colorProfile().lower()
+        self.detected = None       # the worker's estimate for the whole image
+        self.preview_job = None
+        self.run_job = None
+        self.preview_center = self._initial_center()
+        self._build()
+        self._load_settings()
+        self._set_state("starting")
+        self.debounce = QTimer(self)
+        self.debounce.setSingleShot(True)
+        self.debounce.setInterval(DEBOUNCE_MS)
+        self.debounce.timeout.connect(self.request_preview)
+        self._start_job(Pending("hello", parent=self), self._on_hello)
+
+    # ------------------------------------------------------------ layout
+
+    def _build(self):
+        self.detected_label = QLabel("Detecting the JPEG quality...")
+        self.detected_label.setObjectName("detected")
+        self.auto = QCheckBox("Auto")
+        self.auto.setToolTip("Use the detected quality")
+        self.slider = QSlider(Qt.Horizontal)
+        self.slider.setRange(1, 100)
+        self.spin = QSpinBox()
+        self.spin.setRange(1, 100)
+        self.slider.valueChanged.connect(self.spin.setValue)
+        self.spin.valueChanged.connect(self.slider.setValue)
+        self.spin.valueChanged.connect(self._qf_changed)
+        self.auto.toggled.connect(self._auto_toggled)
+        qf_row = QHBoxLayout()
+        qf_row.addWidget(self.auto)
+        qf_row.addWidget(self.slider, 1)
+        qf_row.addWidget(self.spin)
+
+        self.preview = PreviewView(PREVIEW_SIZE)
+        self.preview.moved.connect(self._preview_moved)
+        self.view_mode = QComboBox()
+        for label, mode in (("Split: before | after", SPLIT), ("Before", BEFORE),
+                            ("After", AFTER)):
+            self.view_mode.addItem(label, mode)
+        self.view_mode.currentIndexChanged.connect(
+            lambda: self.preview.set_mode(self.view_mode.currentData()))
+        preview_box = QGroupBox("Preview at 100% (drag to move)")
+        preview_layout = QVBoxLayout(preview_box)
+        preview_layout.addWidget(self.preview, 0, Qt.AlignHCenter)
+        preview_layout.addWidget(self.view_mode)
+
+        self.model = QComboBox()
+        self.model.setObjectName("model")
+        self.device = QComboBox()
+        self.device.setObjectName("device")
+        self.model.currentIndexChanged.connect(self._model_changed)
+        self.device.currentIndexChanged.connect(self.schedule_preview)
+        self.new_layer = QRadioButton("New layer above")
+        self.replace = QRadioButton("Replace layer")
+        self.new_layer.setChecked(True)
+        self.output_group = QButtonGroup(self)
+        self.output_group.addButton(self.new_layer)
+        self.output_group.addButton(self.replace)
+        output_row = QHBoxLayout()
+        output_row.addWidget(self.new_layer)
+        output_row.addWidget(self.replace)
+        output_row.addStretch(1)
+
+        form = QFormLayout()
+        form.addRow("Quality (QF):", qf_row)
+        form.addRow("Model:", self.model)
+        form.addRow("Device:", self.device)
+        form.addRow("Output:", output_row)
+
+        self.progress = QProgressBar()
+        self.progress.setObjectName("progress")
+        self.progress.setVisible(False)
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setObjectName("cancel")
+        self.cancel_button.setVisible(False)
+        self.cancel_button.clicked.connect(self._cancel_run)
+        progress_row = QHBoxLayout()
+        progress_row.addWidget(self.progress, 1)
+        progress_row.addWidget(self.cancel_button)
+        self.status = QLabel("")
+        self.status.setObjectName("status")
+        self.status.setWordWrap(True)
+
+        self.buttons = QDialogButtonBox()
+        self.apply_button = self.buttons.addButton("Apply", QDialogButtonBox.AcceptRole)
+        self.apply_button.setObjectName("apply")
+        self.apply_button.setEnabled(False)
+        self.close_button = self.buttons.addButton(QDialogButtonBox.Close)
+        self.apply_button.clicked.connect(self.apply)
+        self.close_button.clicked.connect(self.reject)
+
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.detected_label)
+        layout.addLayout(form)
+        layout.addWidget(preview_box)
+        layout.addLayout(progress_row)
+        layout.addWidget(self.status)
+        layout.addWidget(self.buttons)
+
+    def _load_settings(self):
+        self.auto.setChecked(process.setting("auto", "true") == "true")
+        self.spin.setValue(_int(process.setting("qf", "50"), 50))
+        self.slider.setEnabled(not self.auto.isChecked())
+        self.spin.setEnabled(not self.auto.isChecked())
+        self.replace.setChecked(process.setting("output", "new-layer") == "replace")
+        index = self.view_mode.findData(process.setting("view", SPLIT))
+        self.view_mode.setCurrentIndex(max(0, index))
+
+    def _save_settings(self):
+        process.write_setting("auto", "true" if self.auto.isChecked() else "false")
+        process.write_setting("qf", self.spin.value())
+        process.write_setting("output", self.output())
+        process.write_setting("view", self.view_mode.currentData())
+        if self.model.count():
+            process.write_setting("model", self.model.currentData())
+        if self.device.count():
+            process.write_setting("device", self.device.currentData())
+
+    # ------------------------------------------------------------ choices
+
+    def qf(self):
+        if self.auto.isChecked() and self.detected is not None:
+            return int(self.detected["qf"])
+        return self.spin.value()
+
+    def output(self):
+        return "replace" if self.replace.isChecked() else "new-layer"
+
+    def _initial_center(self):
+        x, y, w, h = self.target.rect
+        return (x + w // 2, y + h // 2)
+
+    def _set_state(self, state):
+        # A dynamic property, so scripts and tests can tell where the dialog is.
+        self.setProperty("fbcnn_state", state)
+
+    def _on_hello(self, hello):
+        """Offer only the models and devices the worker has."""
+        self._fill(self.model, _installed_models(hello), MODEL_LABELS,
+                   process.setting("model", "auto"))
+        self._fill(self.device, ["auto"] + [d for d in hello.get("devices", []) if d != "auto"],
+                   DEVICE_LABELS, process.setting("device", "auto"))
+        self.estimate()
+
+    def _fill(self, combo, names, labels, saved):
+        combo.blockSignals(True)
+        combo.clear()
+        if saved not in names and saved.endswith(".pth") and os.path.isfile(saved):
+            names = names + [saved]  # a model file of the user's own
+        for name in names:
+            combo.addItem(labels.get(name, os.path.basename(name)), name)
+        combo.setCurrentIndex(max(0, combo.findData(saved)))
+        combo.blockSignals(False)
+
+    # ------------------------------------------------------------ QF detection
+
+    def estimate(self):
+        """One QF for the whole image, used by the preview and the full run alike."""
+        self._set_state("estimating")
+        self.detected_label.setText("Detecting the JPEG quality...")
+        self._start_job(process.estimate(self.target, self.model.currentData(), parent=self),
+                        self._on_estimate)
+
+    def _on_estimate(self, detected):
+        self.detected = detected
+        self.detected_label.setText(
+            f"Detected quality: QF {detected['qf']} ({process.describe_source(detected['source'])})")
+        if self.auto.isChecked():
+            self.spin.setValue(int(detected["qf"]))
+        self.apply_button.setEnabled(True)
+        self.request_preview()
+
+    def _auto_toggled(self, checked):
+        self.slider.setEnabled(not checked)
+        self.spin.setEnabled(not checked)
+        if checked and self.detected is not None:
+            self.spin.setValue(int(self.detected["qf"]))
+        self.schedule_preview()
+
+    def _qf_changed(self):
+        self.schedule_preview()
+
+    def _model_changed(self):
+        # The network's own QF guess depends on the model; file tables do not.
+        if self.detected is not None and self.detected["source"] == "network":
+            self.estimate()
+        else:
+            self.schedule_preview()
+
+    # ------------------------------------------------------------ preview
+
+    def schedule_preview(self):
+        if self.detected is not None and self.run_job is None:
+            self._set_state("previewing")
+            self.debounce.start()
+
+    def _preview_moved(self, dx, dy):
+        cx, cy = self.preview_center
+        self.preview_center = (cx + dx, cy + dy)
+        self._show_before()
+        self.schedule_preview()
+
+    def _preview_rects(self):
+        rect = pixels.preview_rect(self.preview_center, PREVIEW_SIZE,
+                                   self.target.width, self.target.height)
+        self.preview_center = (rect[0] + rect[2] // 2, rect[1] + rect[3] // 2)
+        context = pixels.grow_to_grid(rect, PREVIEW_CONTEXT, self.target.width,
+                                      self.target.height)
+        return rect, context
+
+    def _show_before(self):
+        rect, _ = self._preview_rects()
+        self.preview.set_before(self._image(self.target.read(rect), rect))
+        self.preview.set_message("Updating the preview...")
+
+    def _image(self, data, rect):
+        return to_qimage(data, self.target.layout, rect[2], rect[3], self.linear)
+
+    def request_preview(self):
+        """Restore the preview region exactly as the full run would (same QF, grid, mask)."""
+        if self.detected is None or self.run_job is not None:
+            return
+        if self.preview_job is not None:
+            self.preview_job.cancel()  # stale: its answer will be ignored
+        rect, context = self._preview_rects()
+        before = self.target.read(rect)
+        if self.preview.before is None:
+            self.preview.set_before(self._image(before, rect))
+        self.preview.set_message(f"Computing the preview at QF {self.qf()}...")
+        self._set_state("previewing")
+        job = process.restore(self.target, context, self.qf(), self.model.currentData(),
+                              self.device.currentData(), parent=self)
+        self.preview_job = job
+        job.finished.connect(lambda result: self._on_preview(job, result, rect, context, before))
+        job.failed.connect(lambda error: self._on_preview_failed(job, error))
+
+    def _on_preview(self, job, result, rect, context, before):
+        if job is not self.preview_job:
+            return
+        self.preview_job = None
+        after = pixels.crop(result[0], context, rect, self.target.layout.bytes_per_pixel)
+        self.preview.set_images(self._image(before, rect), self._image(after, rect))
+        self.status.setText("")
+        self._set_state("ready")
+
+    def _on_preview_failed(self, job, error):
+        if job is not self.preview_job:
+            return
+        self.preview_job = None
+        if getattr(error, "kind", "") != "cancelled":
+            self.preview.set_message("No preview (see below)")
+            self.status.setText(getattr(error, "message", str(error)))
+        self._set_state("ready")
+
+    # ------------------------------------------------------------ the full run
+
+    def apply(self):
+        """Run on the whole layer (or the selection), then put the result in the document."""
+        if self.detected is None or self.run_job is not None:
+            return
+        self._save_settings()
+        try:
+            # Read the document as it is now: it may have changed since the dialog opened.
+            self.target = process.Target(self.document, self.node)
+        except FbcnnError as e:
+            show_error(e, self)
+            return
+        if self.preview_job is not None:
+            self.preview_job.cancel()
+            self.preview_job = None
+        self.debounce.stop()
+        self._busy(True)
+        qf = self.qf()
+        source = self.detected["source"] if self.auto.isChecked() else "manual"
+        job = process.restore(self.target, self.target.rect, qf, self.model.currentData(),
+                              self.device.currentData(), parent=self)
+        self.run_job = job
+        job.progressed.connect(self._on_progress)
+        job.finished.connect(lambda result: self._on_run_done(result, qf, source))
+        job.failed.connect(self._on_run_failed)
+        self._set_state("running")
+
+    def _busy(self, busy):
+        for widget in (self.apply_button, self.auto, self.model, self.device, self.new_layer,
+                       self.replace):
+            widget.setEnabled(not busy)
+        self.slider.setEnabled(not busy and not self.auto.isChecked())
+        self.spin.setEnabled(not busy and not self.auto.isChecked())
+        self.progress.setVisible(busy)
+        self.cancel_button.setVisible(busy)
+        self.progress.setRange(0, 0)  # busy until the first progress report
+        self.status.setText("Removing JPEG artifacts..." if busy else "")
+
+    def _on_progress(self, done, total):
+        if total > 0:
+            self.progress.setRange(0, total)
+            self.progress.setValue(done)
+
+    def _cancel_run(self):
+        if self.run_job is not None:
+            self.status.setText("Cancelling...")
+            self.run_job.cancel()
+
+    def _on_run_done(self, result, qf, source):
+        data, info = result
+        self.run_job = None
+        try:
+            process.write_result(self.target, data, self.output(),
+                                 f"JPEG artifacts removed, QF {qf}")
+        except FbcnnError as e:
+            self._busy(False)
+            self._set_state("failed")
+            show_error(e, self)
+            return
+        process.last_run.clear()
+        process.last_run.update(qf_used=qf, qf_source=source, qf_detected=self.detected["qf"],
+                                details=self.detected.get("details", {}),
+                                model=info.get("model"), device=info.get("device"),
+                                warnings=info.get("warnings", []), rect=list(self.target.rect),
+                                output=self.output())
+        self._set_state("done")
+        self.accept()
+
+    def _on_run_failed(self, error):
+        self.run_job = None
+        self._busy(False)
+        if getattr(error, "kind", "") == "cancelled":
+            self.status.setText("Cancelled; the document is unchanged.")
+            self._set_state("ready")
+            return
+        self._set_state("failed")
+        show_error(error, self)
+
+    # ------------------------------------------------------------ plumbing
+
+    def _start_job(self, job, on_result):
+        job.finished.connect(on_result)
+        job.failed.connect(self._on_setup_failed)
+
+    def _on_setup_failed(self, error):
+        """Without a worker, a model or a QF there is nothing to show: explain and close."""
+        if getattr(error, "kind", "") == "cancelled":
+            return
+        self._set_state("failed")
+        show_error(error, self)
+        self.reject()
+
+    def done(self, code):
+        # Closing the dialog (Close, Esc, the window's X) stops all its work.
+        for job in (self.preview_job, self.run_job):
+            if job is not None:
+                job.cancel()
+        self.preview_job = self.run_job = None
+        self.debounce.stop()
+        if code == QDialog.Rejected:
+            self._save_settings()
+        super().done(code)
+
+
+def _installed_models(hello):
+    names = [m["name"] for m in hello.get("models", [])
+             if m.get("state") in ("bundled", "downloaded") and m.get("name") != "auto"]
+    return ["auto"] + names
+
+
+def _int(text, default):
+    try:
+        return min(100, max(1, int(text)))
+    except (TypeError, ValueError):
+        return default

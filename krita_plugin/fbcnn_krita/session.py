@@ -1,0 +1,159 @@
+"""The one worker process that Krita keeps, and waiting for its answers.
+
+Krita runs for hours, so one worker stays up and keeps its models loaded; it
+exits by itself after IDLE_TIMEOUT seconds without work, and the client starts
+a fresh one on the next request. Every request runs on the client's background
+thread (a Job); the GUI thread only polls it from a QTimer, so Krita keeps
+painting while the network works.
+"""
+from PyQt5.QtCore import QEventLoop, QObject, QTimer, pyqtSignal
+
+IDLE_TIMEOUT = 600   # seconds the worker stays alive without work
+SILENCE_TIMEOUT = 300  # seconds the worker may stay silent in one call (slow CPUs)
+POLL_MS = 40
+
+_worker = None
+
+
+class FbcnnError(Exception):
+    """A failure the user can act on: title plus a message that says what to do."""
+
+    def __init__(self, message, title="Remove JPEG Artifacts", details="", kind=""):
+        super().__init__(message)
+        self.title = title
+        self.message = message
+        self.details = details
+        self.kind = kind
+
+
+def _client():
+    try:
+        from . import fbcnn_client
+    except ImportError:
+        raise FbcnnError(
+            "The plug-in is incomplete: fbcnn_client.py is missing from its folder.\n\n"
+            "Run `python installer.py` from the FBCNN folder again, then restart Krita.",
+            kind="not-configured") from None
+    return fbcnn_client
+
+
+def worker():
+    """The shared worker, created on first use (the process starts with the first request)."""
+    global _worker
+    if _worker is None:
+        client = _client()
+        try:
+            _worker = client.Worker(config=client.load_config(), timeout=SILENCE_TIMEOUT,
+                                    idle_timeout=IDLE_TIMEOUT)
+        except client.WorkerError as e:
+            raise explain(e) from None
+    return _worker
+
+
+def shutdown():
+    """Stop the worker (Krita is closing, or the settings changed)."""
+    global _worker
+    w, _worker = _worker, None
+    if w is not None:
+        w.close()
+
+
+def explain(error):
+    """A client WorkerError turned into an FbcnnError that says what to do."""
+    kind = getattr(error, "kind", "internal")
+    message = getattr(error, "message", str(error))
+    tail = getattr(error, "stderr_tail", "")
+    if kind == "not-configured":
+        text = message
+    elif kind == "missing-model":
+        text = (f"{message}\n\nDownload the model (the command `fbcnn download NAME` in the "
+                "FBCNN Python), or choose the bundled model in the dialog.")
+    elif kind == "out-of-memory":
+        text = (f"The worker ran out of memory: {message}\n\nSelect a smaller area, choose "
+                "the CPU device, or close other programs, then try again.")
+    elif kind in ("worker-died", "timeout", "protocol"):
+        text = (f"The FBCNN worker stopped: {message}\n\nCheck that the FBCNN Python still "
+                "works (run `python installer.py` again if in doubt). The details below "
+                "show its last messages.")
+    elif kind == "cancelled":
+        text = "Cancelled."
+    else:
+        text = (f"The FBCNN worker reported an error ({kind}): {message}\n\n"
+                "Please report this with the details below.")
+    return FbcnnError(text, details=tail, kind=kind)
+
+
+class Pending(QObject):
+    """A worker request running in the background, watched from the GUI thread.
+
+    Emits progressed(done, total) and then exactly one of finished(result) or
+    failed(FbcnnError). cancel() asks the worker to stop; a cancelled request
+    ends with failed(kind="cancelled").
+    """
+
+    progressed = pyqtSignal(int, int)
+    finished = pyqtSignal(object)
+    failed = pyqtSignal(object)
+
+    def __init__(self, op, pixels=None, fmt=None, parent=None, **opts):
+        super().__init__(parent)
+        self._job = None
+        self.outcome = None  # ("result", value) or ("error", FbcnnError) once ended
+        self._last_progress = (0, 0)
+        self._timer = QTimer(self)
+        self._timer.setInterval(POLL_MS)
+        self._timer.timeout.connect(self._poll)
+        try:
+            self._job = worker().submit(op, pixels, fmt, **opts)
+        except FbcnnError as e:
+            # Report on the next event-loop turn, like any other failure.
+            QTimer.singleShot(0, lambda: self._end(self.failed, e))
+            return
+        self._timer.start()
+
+    def cancel(self):
+        if self._job is not None:
+            self._job.cancel()
+
+    def ended(self):
+        return self.outcome is not None
+
+    def _end(self, signal, value):
+        if self.outcome is not None:
+            return
+        self.outcome = ("result" if signal is self.finished else "error", value)
+        self._timer.stop()
+        signal.emit(value)
+
+    def _poll(self):
+        job = self._job
+        if job.progress != self._last_progress:
+            self._last_progress = job.progress
+            self.progressed.emit(*job.progress)
+        if not job.done():
+            return
+        try:
+            result = job.result(0)
+        except Exception as e:  # the client's WorkerError, or a bug: both end the request
+            self._end(self.failed, e if isinstance(e, FbcnnError) else _as_error(e))
+            return
+        self._end(self.finished, result)
+
+
+def _as_error(e):
+    if hasattr(e, "kind"):
+        return explain(e)
+    return FbcnnError(f"Unexpected error: {type(e).__name__}: {e}", kind="internal")
+
+
+def wait(pending):
+    """Block the caller, not Krita, until pending ends; its result or raise its error."""
+    loop = QEventLoop()
+    pending.finished.connect(loop.quit)
+    pending.failed.connect(loop.quit)
+    if not pending.ended():
+        loop.exec_()
+    kind, value = pending.outcome
+    if kind == "error":
+        raise value
+    return value

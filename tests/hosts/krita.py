@@ -1,0 +1,226 @@
+"""Run jobs in a real Krita under Xvfb, with a throwaway profile.
+
+One KritaProfile per test session: HOME, XDG_* and TMPDIR point into a temp
+folder; the plug-in (with core/client.py copied in as fbcnn_client.py, as the
+installer does) and the test driver live in its pykrita folder and are enabled
+in kritarc. Each run() starts Krita once with a job for the driver, enforces a
+hard timeout from outside, and returns the driver's result JSON. Never run two
+Kritas on one profile.
+"""
+import json
+import os
+import pathlib
+import select
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import time
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+PLUGIN = ROOT / "krita_plugin"
+DRIVER = ROOT / "tests" / "hosts" / "krita_driver"
+CLIENT = ROOT / "core" / "client.py"
+PLUGINS = ("fbcnn_krita", "fbcnn_krita_driver")
+
+
+def missing_tools():
+    """Names of the programs a Krita run needs that are not installed."""
+    return [tool for tool in ("krita", "Xvfb") if shutil.which(tool) is None]
+
+
+def _has_pyqt5():
+    # Krita's embedded Python is the system one; python3-pyqt5 must be there.
+    return pathlib.Path("/usr/lib/python3/dist-packages/PyQt5").is_dir()
+
+
+def why_not_available():
+    missing = missing_tools()
+    if missing:
+        return f"{', '.join(missing)} not installed (tests/hosts/setup_krita.sh installs them)"
+    if not _has_pyqt5():
+        return "python3-pyqt5 not installed (tests/hosts/setup_krita.sh installs it)"
+    return None
+
+
+class KritaError(RuntimeError):
+    pass
+
+
+class KritaProfile:
+    """A throwaway Krita profile with the plug-in and the driver installed and enabled."""
+
+    def __init__(self, root):
+        self.root = pathlib.Path(root)
+        self.home = self.root / "home"
+        self.config = self.root / "config"
+        self.data = self.root / "data"
+        self.cache = self.root / "cache"
+        self.runtime = self.root / "runtime"
+        self.tmp = self.root / "tmp"
+        for d in (self.home, self.config, self.data, self.cache, self.runtime, self.tmp):
+            d.mkdir(parents=True, exist_ok=True)
+        self.runtime.chmod(0o700)
+        self.pykrita = self.data / "krita" / "pykrita"
+        self.runs = 0
+
+    def install(self):
+        """Copy the plug-in, the client and the driver in; enable both plug-ins."""
+        self.pykrita.mkdir(parents=True, exist_ok=True)
+        for src_dir, name in ((PLUGIN, "fbcnn_krita"), (DRIVER, "fbcnn_krita_driver")):
+            dest = self.pykrita / name
+            if dest.exists():
+                shutil.rmtree(dest)
+            shutil.copytree(src_dir / name, dest,
+                            ignore=shutil.ignore_patterns("__pycache__", "fbcnn_client.py"))
+            shutil.copy2(src_dir / f"{name}.desktop", self.pykrita / f"{name}.desktop")
+        # Krita looks for the manual named in the .desktop file inside the package.
+        shutil.copy2(PLUGIN / "Manual.html", self.pykrita / "fbcnn_krita" / "Manual.html")
+        if CLIENT.exists():
+            shutil.copy2(CLIENT, self.pykrita / "fbcnn_krita" / "fbcnn_client.py")
+        self.enable()
+
+    def enable(self):
+        """Set enable_NAME=true under [python] in kritarc (Krita rewrites the file on exit)."""
+        kritarc = self.config / "kritarc"
+        lines = kritarc.read_text().splitlines() if kritarc.exists() else []
+        wanted = {f"enable_{name}=true" for name in PLUGINS}
+        lines = [ln for ln in lines if ln.split("=")[0] not in
+                 {w.split("=")[0] for w in wanted}]
+        if "[python]" not in lines:
+            lines += ["", "[python]"]
+        at = lines.index("[python]") + 1
+        lines[at:at] = sorted(wanted)
+        kritarc.write_text("\n".join(lines) + "\n")
+
+    def env(self, extra):
+        env = {k: v for k, v in os.environ.items()
+               if k not in ("PYTHONPATH", "PYTHONHOME", "DISPLAY", "WAYLAND_DISPLAY",
+                            "SESSION_MANAGER", "QT_QPA_PLATFORM")}
+        # Krita embeds the system Python; a pyenv/venv python3 earlier on PATH makes it
+        # pick up that installation's library, without PyQt5.
+        env = {k: v for k, v in env.items() if not k.startswith(("PYENV", "VIRTUAL_ENV", "CONDA"))}
+        path = [p for p in env.get("PATH", "").split(os.pathsep)
+                if p and ".pyenv" not in p and "venv" not in p and "conda" not in p]
+        env["PATH"] = os.pathsep.join(["/usr/bin", "/bin"] + [p for p in path
+                                                            if p not in ("/usr/bin", "/bin")])
+        env.update(HOME=str(self.home), XDG_CONFIG_HOME=str(self.config),
+                   XDG_DATA_HOME=str(self.data), XDG_CACHE_HOME=str(self.cache),
+                   XDG_RUNTIME_DIR=str(self.runtime), TMPDIR=str(self.tmp),
+                   QT_QPA_PLATFORM="xcb")
+        env.update({k: str(v) for k, v in extra.items()})
+        return env
+
+    def run(self, steps, timeout=600, env=None):
+        """Start Krita once, let the driver run steps, return its result dict.
+
+        The result has "steps" (one record per step id), "exceptions" (Python
+        tracebacks inside Krita), "finished", and the harness adds "wall_s",
+        "returncode" and "log" (Krita's stdout+stderr file).
+        """
+        self.runs += 1
+        run_dir = self.root / f"run{self.runs}"
+        run_dir.mkdir()
+        result_path = run_dir / "result.json"
+        job_path = run_dir / "job.json"
+        job_path.write_text(json.dumps({"result": str(result_path), "steps": steps}, indent=1))
+        self.enable()
+        log_path = run_dir / "krita.log"
+        started = time.monotonic()
+        with open(log_path, "wb") as log, Xvfb(log) as display:
+            process_env = self.env(dict(env or {}, DISPLAY=display,
+                                        FBCNN_KRITA_DRIVER_JOB=job_path))
+            krita = subprocess.Popen(["krita", "--nosplash"], env=process_env, stdout=log,
+                                     stderr=subprocess.STDOUT, cwd=self.tmp,
+                                     # Own process group: a timeout kills Krita and
+                                     # its worker together.
+                                     preexec_fn=os.setpgrp)
+            try:
+                returncode = krita.wait(timeout)
+            except subprocess.TimeoutExpired:
+                _kill_group(krita)
+                returncode = "timeout"
+        result = json.loads(result_path.read_text()) if result_path.exists() else {
+            "steps": {}, "exceptions": [], "finished": False}
+        result.update(wall_s=round(time.monotonic() - started, 3), returncode=returncode,
+                      log=str(log_path))
+        if returncode == "timeout":
+            result["error"] = f"Krita was killed after {timeout} s; log: {log_path}"
+        return result
+
+
+class Xvfb:
+    """An Xvfb server on a display number it picks itself (-displayfd)."""
+
+    def __init__(self, log):
+        self.log = log
+        self.process = None
+
+    def __enter__(self):
+        read_fd, write_fd = os.pipe()
+        self.process = subprocess.Popen(
+            ["Xvfb", "-displayfd", str(write_fd), "-screen", "0", "1600x1200x24",
+             # -noreset: without it the server resets when its last client leaves
+             # (our readiness probe), and Krita connecting then is refused.
+             "-nolisten", "tcp", "-noreset"], pass_fds=(write_fd,), stdout=self.log,
+            stderr=subprocess.STDOUT, start_new_session=True)
+        os.close(write_fd)
+        number = b""
+        deadline = time.monotonic() + 30
+        with os.fdopen(read_fd, "rb", buffering=0) as pipe:
+            while not number.endswith(b"\n"):
+                ready, _, _ = select.select([pipe], [], [], max(0.0, deadline - time.monotonic()))
+                if not ready:
+                    self.__exit__()
+                    raise KritaError("Xvfb did not report a display within 30 s")
+                chunk = pipe.read(1)
+                if not chunk:
+                    self.__exit__()
+                    raise KritaError("Xvfb exited before reporting a display")
+                number += chunk
+        number = int(number.decode().strip())
+        _wait_for_x(number, deadline)
+        return f":{number}"
+
+    def __exit__(self, *exc):
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def _wait_for_x(number, deadline):
+    """Wait until the server completes an X11 handshake.
+
+    -displayfd reports the number early; a client that connects right then can
+    be refused ("could not connect to display"), so Krita would abort.
+    """
+    path = f"/tmp/.X11-unix/X{number}"
+    # Connection setup: little-endian, protocol 11.0, no authorization.
+    request = struct.pack("<BxHHHH2x", ord("l"), 11, 0, 0, 0)
+    while True:
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+                sock.settimeout(5)
+                sock.connect(path)
+                sock.sendall(request)
+                if sock.recv(8)[:1] == b"\x01":  # 1: Success
+                    return
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise KritaError(f"the X server on :{number} does not accept connections")
+        time.sleep(0.1)
+
+
+def _kill_group(process):
+    """Kill Krita and anything it started (the worker), by process group."""
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    process.wait()

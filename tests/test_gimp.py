@@ -366,3 +366,104 @@ def test_refuses_groups_masks_and_channels(batch, job, words):
     message = error(batch, job)
     for word in words:
         assert word in message, message
+
+
+# ------------------------------------------------------------------ the dialog (Xvfb)
+
+SHOT_SCRIPT = r"""#!/bin/sh
+# Runs beside GIMP under Xvfb: waits until the dialog has shown its preview,
+# takes the screenshot, then presses OK (Return).
+LOG=$1; OUT=$2; i=0
+until grep -q "preview shown\|preview failed\|detection failed" "$LOG" 2>/dev/null; do
+    sleep 0.5; i=$((i + 1)); [ $i -gt 400 ] && break
+done
+sleep 1
+W=$(xdotool search --name "^Remove JPEG Artifacts$" | head -n1)
+import -window "$W" "$OUT/dialog.png"
+date +%s.%N > "$OUT/shot_time"
+xdotool windowfocus --sync "$W" key Return
+"""
+
+
+
+def keys(combo):
+    """Press keys in the image window (GIMP's own undo/redo shortcuts)."""
+    return {"op": "shell", "cmd": 'W=$(xdotool search --name "Untitled" | head -n1); '
+            f'xdotool windowfocus --sync "$W" key {combo}; sleep 2'}
+
+
+@pytest.fixture(scope="module")
+def gui_run(host, work, model_args):
+    """One GIMP (with its UI) under Xvfb: the dialog, OK, undo, last values."""
+    gui = work / "gui"
+    gui.mkdir()
+    gt = np.asarray(Image.open(shared_path("datasets", "val", "McMaster", "01.png"))
+                    .convert("RGB"))
+    Image.fromarray(gt).save(gui / "q10.jpg", quality=10)
+    (gui / "shot.sh").write_text(SHOT_SCRIPT)
+    env = gimp_env(gui)
+    env["FBCNN_GIMP_LOG"] = str(gui / "plugin.log")
+    G = str(gui)
+
+    def dump(name):
+        return {"op": "dump", "path": f"{G}/{name}.raw", "format": "R'G'B' u8"}
+
+    jobs = [{"name": "dialog", "keep": True, "steps": [
+        {"op": "load", "path": f"{G}/q10.jpg"}, {"op": "display"}, dump("before"),
+        {"op": "shell", "background": True,
+         "cmd": f"sh {G}/shot.sh {G}/plugin.log {G} > {G}/shot.log 2>&1"},
+        {"op": "filter", "run_mode": "INTERACTIVE", "args": model_args}, dump("after_ok"),
+        keys("ctrl+z"), dump("after_undo"), keys("ctrl+y"), dump("after_redo"),
+        keys("ctrl+z"),
+        {"op": "filter", "run_mode": "WITH_LAST_VALS", "args": {}}, dump("after_last"),
+    ]}]
+    core_path = os.environ.get("FBCNN_TEST_CORE_PATH")
+    run = gh.run_jobs(host, gui, jobs, env, gui=True, timeout=600,
+                      binds=[work] + ([core_path] if core_path else []))
+    sys.stderr.write(f"\n[gimp] GIMP with UI under Xvfb ran the dialog job in "
+                     f"{run.seconds:.1f} s\n")
+    run.dir = gui
+    run.plugin_log = (gui / "plugin.log").read_text() if (gui / "plugin.log").exists() else ""
+    if os.environ.get("FBCNN_UPDATE_SCREENSHOT") and (gui / "dialog.png").exists():
+        import shutil
+        shutil.copy2(gui / "dialog.png", REPO / "docs" / "gimp-dialog.png")
+    return run
+
+
+def test_dialog_shows_detected_qf_and_preview(gui_run):
+    log = gui_run.plugin_log
+    assert "dialog: open, auto True, slider sensitive False" in log, gui_run.log()
+    shot_time = float((gui_run.dir / "shot_time").read_text())
+    lines = {}
+    for line in log.splitlines():
+        stamp, _, text = line.partition(" ")
+        lines.setdefault(text.split(" for ")[0], float(stamp))
+    detected = "fbcnn_gimp: dialog: Detected QF 10 (file quantization tables)"
+    assert detected in lines and lines[detected] < shot_time, log
+    shown = "fbcnn_gimp: dialog: preview shown"
+    assert shown in lines and lines[shown] < shot_time, log
+    shot = Image.open(gui_run.dir / "dialog.png")
+    assert shot.width >= 400 and shot.height >= 300
+    assert np.asarray(shot.convert("L")).std() > 20   # not a blank window
+
+
+def test_dialog_ok_applies_and_undo_is_one_step(gui_run):
+    rec = gui_run.step("dialog", "filter", 0)
+    assert rec["status"] == "success" and rec["values"][:2] == [10, "file"], rec
+    size = (500, 500)
+    before = raw(gui_run, "before", size=size)
+    after = raw(gui_run, "after_ok", size=size)
+    assert not np.array_equal(before, after)
+    # One Ctrl+Z restores the original exactly, one Ctrl+Y the result: the
+    # filter is one undo step.
+    assert gui_run.step("dialog", "display")["undo_enabled"]
+    assert np.array_equal(raw(gui_run, "after_undo", size=size), before)
+    assert np.array_equal(raw(gui_run, "after_redo", size=size), after)
+
+
+def test_with_last_vals_repeats_the_dialog_run(gui_run):
+    rec = gui_run.step("dialog", "filter", 1)
+    assert rec["status"] == "success", rec
+    size = (500, 500)
+    assert np.array_equal(raw(gui_run, "after_last", size=size),
+                          raw(gui_run, "after_ok", size=size))

@@ -7,6 +7,7 @@
 # behave as in any GIMP filter.  The worker is reached through fbcnn_client.py,
 # which the installer copies next to this file.  This file uses only GIMP's own
 # Python: the standard library and gi.
+import os
 import sys
 import time
 from array import array
@@ -43,13 +44,22 @@ SOURCE_TEXT = {
 
 
 def log(message):
-    """One line on GIMP's terminal (absent on some platforms, hence the guard);
-    it also lets the headless tests see what the dialog showed."""
+    """One line on GIMP's terminal (absent on some platforms, hence the guard),
+    and in the file named by FBCNN_GIMP_LOG when set, for diagnosing a setup;
+    the headless tests read it to see what the dialog showed."""
+    line = "fbcnn_gimp: %s\n" % message
     try:
-        sys.stderr.write("fbcnn_gimp: %s\n" % message)
+        sys.stderr.write(line)
         sys.stderr.flush()
     except (AttributeError, OSError, ValueError):
         pass
+    path = os.environ.get("FBCNN_GIMP_LOG")
+    if path:
+        try:
+            with open(path, "a", encoding="utf-8") as f:
+                f.write("%.3f %s" % (time.time(), line))
+        except OSError:
+            pass
 
 
 class Refused(Exception):
@@ -569,6 +579,8 @@ def run_dialog(procedure, config, session):
     area.reorder_child(top, 0)
     area.pack_start(preview.widget, True, True, 0)
     area.show_all()
+    log("dialog: open, auto %s, slider sensitive %s"
+        % (auto.get_active(), slider.get_sensitive()))
 
     start_detection(session, detected, preview)
     limit_models(session, config, dialog)

@@ -130,20 +130,21 @@ def run_batch(host: GimpHost, driver: pathlib.Path, env: dict, *, binds=(),
     """
     full_env = {"PATH": SYSTEM_PATH, "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8"}
     full_env.update(env)
-    cmd = _batch_args(pathlib.Path(driver), gui)
+    # `timeout` inside the chroot too: it kills GIMP's whole process group.
+    cmd = ["timeout", "-k", "10", str(int(timeout))] + _batch_args(pathlib.Path(driver), gui)
     if gui:
         cmd = ["xvfb-run", "-a", "-s", "-screen 0 1280x1024x24"] + cmd
     if host.mode == "native":
         return subprocess.run(["/usr/bin/env", "-i"]
                               + [f"{k}={v}" for k, v in full_env.items()] + cmd,
-                              capture_output=True, text=True, timeout=timeout)
+                              capture_output=True, text=True, timeout=timeout + 60)
     paths = [str(REPO), str(pathlib.Path(driver).resolve().parent)]
     paths += [str(b) for b in binds] + python_prefixes()
     for key in ("GIMP3_DIRECTORY", "FBCNN_FRONTEND_CONFIG", "HOME"):
         if key in env:
             paths.append(str(pathlib.Path(env[key]).parent))
     return subprocess.run(chroot_command(host.root, paths, full_env, cmd),
-                          capture_output=True, text=True, timeout=timeout)
+                          capture_output=True, text=True, timeout=timeout + 60)
 
 
 def chroot_command(root: pathlib.Path, paths, env: dict, cmd: list[str]) -> list[str]:

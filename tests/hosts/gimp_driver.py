@@ -170,9 +170,15 @@ def step_lookup(state, s):
 
 def step_display(state, s):
     """GUI runs only: show the image, so keyboard undo reaches it."""
-    state["display"] = Gimp.Display.new(state["image"])
+    image = state["image"]
+    was_enabled = image.undo_is_enabled()
+    # Images made through the PDB (file_load in batch) start with undo off;
+    # File > Open in the GUI gives one with undo on, as the user has it.
+    if not was_enabled:
+        image.undo_enable()
+    state["display"] = Gimp.Display.new(image)
     Gimp.displays_flush()
-    return {}
+    return {"undo_was_enabled": was_enabled, "undo_enabled": image.undo_is_enabled()}
 
 
 def step_shell(state, s):

@@ -246,8 +246,9 @@ class Engine:
                                         predict=lambda _p: self._predict_qf(net, image, self.device))
 
     def estimate(self, pixels: np.ndarray, *, model: str = "auto", source_path=None, jpeg_settings=None):
-        _, _, _, net, image = self._prepare(pixels, model)
-        return self._estimate(pixels, net, image, source_path, jpeg_settings)
+        # The model is loaded only if the file and the double-JPEG check leave the QF open.
+        return quality.estimate_quality(pixels, source_path=source_path, jpeg_settings=jpeg_settings,
+                                        predict=lambda p: self.predict_qf(p, model=model))
 
     def restore(self, pixels: np.ndarray, *, model: str = "auto", qf=None, origin=(0, 0), tile=None,
                 source_path=None, jpeg_settings=None,

@@ -141,11 +141,12 @@ def config_from_state_dict(sd) -> Config:
     """Infer an FBCNN-family architecture from tensor shapes, or raise ValueError."""
     try:
         head, tail = sd["m_head.weight"], sd["m_tail.weight"]
-        nc = (head.shape[0], sd["m_down1.4.weight"].shape[0],
-              sd["m_down2.4.weight"].shape[0], sd["m_down3.4.weight"].shape[0])
         nb = 0
         while f"m_body_encoder.{nb}.res.0.weight" in sd:
             nb += 1
+        # The stride conv follows the nb ResBlocks of each down stage.
+        nc = (head.shape[0], sd[f"m_down1.{nb}.weight"].shape[0],
+              sd[f"m_down2.{nb}.weight"].shape[0], sd[f"m_down3.{nb}.weight"].shape[0])
         qf_nc = sd["qf_embed.0.weight"].shape[0]
     except (KeyError, AttributeError, IndexError, TypeError) as e:
         raise ValueError(f"not an FBCNN-family state dict (missing or malformed {e})") from None

@@ -1,0 +1,135 @@
+"""QF detection figures (core.quality) on McMaster (../shared/datasets/val).
+
+    python -m bench.detect [--images N]
+
+Prints: file-QF exactness for Pillow JPEGs at QF 5..100; the double-JPEG detector's
+dominant QF on re-saved images (targets: within +-5 of QF1 in >= 90 %); its false
+claims on single JPEGs (target: none in >= 95 %); its time on a 12 MP image
+(target: <= 2 s). Figures, not a test.
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from bench.metrics import mcmaster
+from core import quality
+
+PAIRS = [(10, 30), (10, 50), (20, 60), (30, 70)]          # the targets
+EXTRA_PAIRS = [(12, 40), (23, 55), (37, 75), (70, 90)]    # off the 5-step grid, and a high QF1
+SINGLES = list(range(10, 91, 10))
+
+
+def jpeg(rgb: np.ndarray, qf: int) -> np.ndarray:
+    """Pillow round trip at ``qf`` (default 4:2:0 subsampling)."""
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, "JPEG", quality=qf)
+    buf.seek(0)
+    return np.asarray(Image.open(buf).convert("RGB"))
+
+
+def double(rgb: np.ndarray, q1: int, q2: int, shift=(4, 4)) -> np.ndarray:
+    """Save at q1, crop ``shift`` (dy, dx) px off the top and left, save at q2."""
+    a = jpeg(rgb, q1)[shift[0]:, shift[1]:]
+    return jpeg(np.ascontiguousarray(a), q2)
+
+
+def bench_file(img: np.ndarray, name: str) -> None:
+    exact = 0
+    wrong = []
+    with tempfile.TemporaryDirectory() as d:
+        p = Path(d) / "x.jpg"
+        for q in range(5, 101):
+            Image.fromarray(img).save(p, quality=q)
+            e = quality.file_quality(p)
+            if e is not None and e.qf == q and e.details.get("exact"):
+                exact += 1
+            else:
+                wrong.append((q, None if e is None else e.qf))
+    print(f"file QF, Pillow JPEGs of McMaster {name} at QF 5..100: exact {exact}/96"
+          + (f"  wrong: {wrong}" if wrong else ""))
+
+
+def bench_pairs(images, pairs, shift=(4, 4), label="") -> tuple[int, int]:
+    ok_all = n_all = 0
+    for q1, q2 in pairs:
+        found = ok = right_shift = 0
+        errs = []
+        for _, img in images:
+            e = quality.double_jpeg(double(img, q1, q2, shift))
+            if e is None:
+                continue
+            found += 1
+            errs.append(abs(e.qf - q1))
+            ok += abs(e.qf - q1) <= 5
+            right_shift += tuple(e.details["shift"]) == ((8 - shift[0]) % 8, (8 - shift[1]) % 8)
+        n = len(images)
+        ok_all += ok
+        n_all += n
+        mae = f"{np.mean(errs):.2f}" if errs else "-"
+        print(f"  {label}({q1},{q2}) shift {shift}: found {found}/{n}, right shift {right_shift}/{n}, "
+              f"QF within +-5 of {q1}: {ok}/{n} ({100 * ok / n:.0f} %), mean |err| {mae}")
+    return ok_all, n_all
+
+
+def bench_singles(images) -> None:
+    clean = total = 0
+    for q in SINGLES:
+        claims = sum(quality.double_jpeg(jpeg(img, q)) is not None for _, img in images)
+        clean += len(images) - claims
+        total += len(images)
+        print(f"  single JPEG QF {q}: claimed double {claims}/{len(images)}")
+    print(f"single JPEGs QF {SINGLES[0]}..{SINGLES[-1]}: no double claimed in {clean}/{total} "
+          f"({100 * clean / total:.1f} %, target >= 95 %)")
+    png = sum(quality.double_jpeg(img) is not None for _, img in images)
+    print(f"uncompressed PNGs: claimed double {png}/{len(images)}")
+
+
+def bench_time(img: np.ndarray) -> None:
+    """12 MP: a McMaster image upscaled to 4000x3000, saved at 20, shifted, saved at 60."""
+    big = np.asarray(Image.fromarray(img).resize((4000, 3000), Image.BICUBIC))
+    px = double(big, 20, 60)
+    quality.double_jpeg(px)          # warm-up (imports, allocator)
+    times = []
+    for _ in range(3):
+        t = time.perf_counter()
+        e = quality.double_jpeg(px)
+        times.append(time.perf_counter() - t)
+    got = "none found" if e is None else f"QF {e.qf}, shift {e.details['shift']}"
+    print(f"double_jpeg on {px.shape[1]}x{px.shape[0]} ({px.shape[0] * px.shape[1] / 1e6:.0f} MP, "
+          f"20 then 60): best {min(times):.2f} s, median {sorted(times)[1]:.2f} s "
+          f"(target <= 2 s); {got}")
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--images", type=int, default=18, help="how many McMaster images (default all 18)")
+    args = ap.parse_args(argv)
+    images = mcmaster()[:args.images]
+    t0 = time.perf_counter()
+
+    bench_file(images[0][1], images[0][0])
+
+    print(f"double JPEG, McMaster x {len(images)}, first save QF1, crop, second save QF2:")
+    ok, n = bench_pairs(images, PAIRS)
+    print(f"double JPEG target pairs overall: QF within +-5 of QF1 in {ok}/{n} "
+          f"({100 * ok / n:.1f} %, target >= 90 %)")
+    print("double JPEG, further cases (not targets):")
+    bench_pairs(images, EXTRA_PAIRS)
+    bench_pairs(images, [(20, 60)], shift=(2, 5))
+    bench_pairs(images, [(20, 60)], shift=(0, 3))
+    bench_pairs(images, [(50, 30)], label="higher QF first ")
+
+    bench_singles(images)
+    bench_time(images[0][1])
+    print(f"(bench took {time.perf_counter() - t0:.0f} s)")
+
+
+if __name__ == "__main__":
+    main()

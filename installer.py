@@ -918,7 +918,7 @@ def venv_info(vpy: Path) -> dict:
 
 # Runs in the base Python, importing the client file the plug-ins import.
 SELF_CHECK_CODE = r"""
-import importlib.util, json, sys
+import importlib.util, json, math, sys
 path = sys.argv[1]
 spec = importlib.util.spec_from_file_location("fbcnn_client", path)
 client = importlib.util.module_from_spec(spec)
@@ -955,8 +955,13 @@ try:
         out["changed"] = res != bytes(px)
         out["blockiness_before"] = round(blockiness(px), 3)
         out["blockiness_after"] = round(blockiness(res), 3) if out["size_ok"] else None
+        mse = sum((a - b) ** 2 for a, b in zip(res, px)) / len(px) if out["size_ok"] else 1e9
+        # A restoration smooths the block edges and stays close to the input; garbage
+        # (wrong weights, a channel-order mix-up) fails the second test.
+        out["psnr_vs_input"] = round(10 * math.log10(255.0 ** 2 / max(mse, 1e-9)), 2)
         out["ok"] = bool(out["size_ok"] and out["changed"]
-                         and out["blockiness_after"] < out["blockiness_before"])
+                         and out["blockiness_after"] < out["blockiness_before"]
+                         and out["psnr_vs_input"] >= 25.0)
 except Exception as e:
     out["ok"] = False
     out["error"] = "%s: %s" % (type(e).__name__, e)
@@ -1246,9 +1251,13 @@ def install_krita(target: Target, plan: Plan, manifest: Manifest) -> list:
     pykrita = target.root / "pykrita"
     files = copy_tree(plan.sources["krita_dir"], target.plugin_dir, manifest)
     shutil.copy2(plan.sources["client"], target.client_path)
+    manual = plan.sources["krita_desktop"].parent / "Manual.html"
+    if manual.is_file():
+        # The .desktop names Manual.html; Krita's plug-in manager looks inside the package.
+        shutil.copy2(manual, target.plugin_dir / "Manual.html")
     desktop = pykrita / f"{KRITA_PLUGIN}.desktop"
     write_file(desktop, plan.sources["krita_desktop"].read_bytes(), manifest)
-    notes = [f"{len(files) + 2} files in {pykrita}"]
+    notes = [f"{len(list(target.plugin_dir.rglob('*.*'))) + 1} files in {pykrita}"]
     previous = enable_krita_plugin(target.kritarc, manifest)
     notes.append(f"enabled in {target.kritarc} (was {previous if previous is not None else 'unset'})")
     return notes
@@ -1372,7 +1381,8 @@ def print_self_check(check: dict) -> None:
     res = check.get("result") or {}
     if res:
         say(f"  sample  restored by {res.get('model')} on {res.get('device')} at QF {res.get('qf_used')}; "
-            f"blockiness {check.get('blockiness_before')} -> {check.get('blockiness_after')}")
+            f"blockiness {check.get('blockiness_before')} -> {check.get('blockiness_after')}, "
+            f"{check.get('psnr_vs_input')} dB from the input")
     say("  result  " + ("PASSED" if check.get("ok") else f"FAILED {check.get('error') or ''}"))
 
 

@@ -433,6 +433,10 @@ def gui_run(host, work, model_args):
 def test_dialog_shows_detected_qf_and_preview(gui_run):
     log = gui_run.plugin_log
     assert "dialog: open, auto True, slider sensitive False" in log, gui_run.log()
+    offered = [l for l in log.splitlines() if "models offered" in l][0]
+    assert "auto" in offered and "color" not in offered, offered  # none downloaded
+    if TRAINED.is_file():
+        assert "compact" in offered, offered
     shot_time = float((gui_run.dir / "shot_time").read_text())
     lines = {}
     for line in log.splitlines():

@@ -16,9 +16,10 @@ import gi
 gi.require_version("Gimp", "3.0")
 gi.require_version("GimpUi", "3.0")
 gi.require_version("Gegl", "0.4")
+gi.require_version("Babl", "0.1")
 gi.require_version("Gtk", "3.0")
 gi.require_version("GdkPixbuf", "2.0")
-from gi.repository import Gimp, GimpUi, Gegl, GObject, GLib, Gtk, GdkPixbuf
+from gi.repository import Gimp, GimpUi, Gegl, Babl, GObject, GLib, Gtk, GdkPixbuf
 
 PROC_NAME = "plug-in-fbcnn-remove-jpeg-artifacts"
 TITLE = "Remove JPEG Artifacts"
@@ -84,12 +85,21 @@ class PixelFormat:
         self.alpha = drawable.has_alpha()
         self.order = ("Y" if self.gray else "RGB") + ("A" if self.alpha else "")
         model = ("Y'" if self.gray else "R'G'B'") + ("A" if self.alpha else "")
-        self.babl = model + " " + babl_type
+        self.babl = in_layer_space(model + " " + babl_type, drawable)
+        # What QF detection reads: 8-bit, no alpha, same colour space.
+        self.babl_u8 = in_layer_space(("Y'" if self.gray else "R'G'B'") + " u8", drawable)
         self.channels = len(self.order)
         self.pixel_bytes = self.channels * array(self.sample).itemsize
 
     def descriptor(self, w, h):
         return {"width": w, "height": h, "dtype": self.dtype, "order": self.order}
+
+
+def in_layer_space(encoding, drawable):
+    """A babl format name in the layer's own colour space: the network must see
+    the values as the JPEG stored them, not converted to sRGB (an Adobe RGB
+    photo would lose its saturated colours on the way back)."""
+    return Babl.get_name(Babl.format_with_space(encoding, drawable.get_format()))
 
 
 class Region:
@@ -282,7 +292,7 @@ class Session:
         fmt = {"width": self.drawable.get_width(), "height": self.drawable.get_height(),
                "dtype": "u8", "order": "Y" if self.fmt.gray else "RGB"}
         whole = Region(0, 0, fmt["width"], fmt["height"])
-        pixels = read_pixels(self.drawable, whole, "Y' u8" if self.fmt.gray else "R'G'B' u8")
+        pixels = read_pixels(self.drawable, whole, self.fmt.babl_u8)
         return pixels, fmt, dict(self.hints, model=self.options()["model"])
 
     def cached_estimate(self):
@@ -387,18 +397,20 @@ def result_layer(image, drawable):
 # before/after preview at 100% that runs the same engine path as the final run.
 
 class Preview:
-    """Before/after of a PREVIEW-sized region, a navigator to pick it, and a
-    debounced worker request that a newer one cancels."""
+    """Before/after of a PREVIEW-sized region at 100%, a navigator to pick it,
+    and the worker requests behind it: the QF detection (once per model) and a
+    debounced restore that a newer one cancels."""
 
-    def __init__(self, session, on_status):
+    def __init__(self, session, qf_label):
         self.session = session
-        self.on_status = on_status
+        self.qf_label = qf_label
         d = session.drawable
         self.width, self.height = d.get_width(), d.get_height()
         self.cx, self.cy = self.width // 2, self.height // 2
         self.timer = None
-        self.job = None          # the request in flight
-        self.pending = False     # a newer request waits for the stale one to end
+        self.job = None          # the restore in flight
+        self.detecting = None    # the QF detection in flight
+        self.pending = False     # a request waits for the one in flight to end
         self.drag = None
         self.before = Gtk.Image()
         self.after = Gtk.Image()
@@ -416,6 +428,7 @@ class Preview:
         nav_box.add(self.navigator)
         nav_box.connect("button-press-event", self._on_nav)
         nav_box.connect("motion-notify-event", self._on_nav)
+        nav_box.set_tooltip_text("Click or drag to choose the preview region")
         before_box = Gtk.EventBox()
         before_box.add(self.before)
         before_box.connect("button-press-event", self._on_press)
@@ -438,13 +451,13 @@ class Preview:
         return Region(x, y, w, h)
 
     def _thumbnail(self):
-        scale = 120.0 / max(self.width, self.height)
-        self.nav_scale = scale
+        self.nav_scale = 120.0 / max(self.width, self.height)
         return self.session.drawable.get_thumbnail(
-            max(1, int(self.width * scale)), max(1, int(self.height * scale)),
+            max(1, int(self.width * self.nav_scale)), max(1, int(self.height * self.nav_scale)),
             Gimp.PixbufTransparency.SMALL_CHECKS)
 
     def _draw_navigator(self):
+        """The thumbnail with the preview region outlined."""
         pb = self.thumb.copy()
         r, s = self.region(), self.nav_scale
         x0, y0 = int(r.x * s), int(r.y * s)
@@ -498,19 +511,19 @@ class Preview:
 
     def _fire(self):
         self.timer = None
+        self.pending = True
         if self.job is not None and not self.job.done():
-            self.job.cancel()
-            self.pending = True
-            return False
-        self._start()
+            self.job.cancel()        # _poll starts the new request when it ends
+        elif self.detecting is None:
+            self._start()
         return False
 
     def _start(self):
         session = self.session
-        if session.auto() and session.cached_estimate() is None:
-            self.pending = True      # the QF detection will call us back
-            return
         self.pending = False
+        if session.auto() and session.cached_estimate() is None:
+            self._detect()
+            return
         qf = self.qf = session.qf()
         self.status.set_text("Updating preview at QF %d ..." % qf)
         self.inner = self.region()
@@ -519,14 +532,14 @@ class Preview:
 
     def _poll(self):
         job = self.job
-        if job is None or not job.done():
-            return job is not None
+        if not job.done():
+            return True
         self.job = None
         try:
             result, _info = job.result()
         except Exception as error:  # a cancelled stale request, or a worker error
             if getattr(error, "kind", "") != "cancelled":
-                self.status.set_text("Preview failed: %s" % getattr(error, "message", error))
+                self.status.set_text("Preview failed: %s" % advice(error))
                 log("dialog: preview failed: %s" % error)
             result = None
         if self.pending:
@@ -538,28 +551,58 @@ class Preview:
             log("dialog: preview shown for %r at QF %d" % (self.inner, self.qf))
         return False
 
+    # The QF, detected once per image (and model) in the background.
+    def _detect(self):
+        self.qf_label.set_text("Detecting the JPEG quality ...")
+        pixels, fmt, opts = self.session.estimate_request()
+        self.detecting = self.session.worker.submit("estimate", pixels, fmt, **opts)
+        GLib.timeout_add(50, self._detected)
+
+    def _detected(self):
+        job = self.detecting
+        if not job.done():
+            return True
+        self.detecting = None
+        session = self.session
+        try:
+            estimate = job.result()
+        except Exception as error:
+            text = "QF detection failed: %s" % advice(error)
+            self.qf_label.set_text(text)
+            log("dialog: " + text)
+            return False     # manual mode still previews
+        session.remember_estimate(estimate)
+        self.qf_label.set_text(describe_qf(estimate))
+        log("dialog: %s" % describe_qf(estimate))
+        if session.auto():
+            session.config.set_property("qf", estimate["qf"])  # the slider shows it
+        self._start()
+        return False
+
     def stop(self):
         if self.timer is not None:
             GLib.source_remove(self.timer)
             self.timer = None
-        if self.job is not None and not self.job.done():
-            self.job.cancel()
+        for job in (self.job, self.detecting):
+            if job is not None and not job.done():
+                job.cancel()
 
 
 def run_dialog(procedure, config, session):
     """Show the dialog; True when the user pressed OK."""
     GimpUi.init("fbcnn_gimp")
     dialog = GimpUi.ProcedureDialog.new(procedure, config, TITLE)
+    limit_models(session, config)
     dialog.fill(["qf", "model", "output", "device"])
     area = dialog.get_content_area()
 
-    detected = Gtk.Label(label="Detecting the JPEG quality ...", xalign=0)
+    detected = Gtk.Label(label="", xalign=0)
     detected.set_line_wrap(True)
     detected.set_max_width_chars(60)
     auto = Gtk.CheckButton.new_with_mnemonic("_Auto: use the detected quality")
     auto.set_active(session.auto())
     slider = dialog.get_widget("qf", GObject.TYPE_NONE)
-    preview = Preview(session, detected.set_text)
+    preview = Preview(session, detected)
 
     def on_auto(button):
         # Auto is the qf-mode argument; the slider means something only in manual.
@@ -582,8 +625,7 @@ def run_dialog(procedure, config, session):
     log("dialog: open, auto %s, slider sensitive %s"
         % (auto.get_active(), slider.get_sensitive()))
 
-    start_detection(session, detected, preview)
-    limit_models(session, config, dialog)
+    preview.schedule()
     try:
         return dialog.run()
     finally:
@@ -591,43 +633,17 @@ def run_dialog(procedure, config, session):
         dialog.destroy()
 
 
-def start_detection(session, label, preview):
-    """Detect the QF once, in the background, then show it and start the preview."""
-    pixels, fmt, opts = session.estimate_request()
-    job = session.worker.submit("estimate", pixels, fmt, **opts)
-
-    def poll():
-        if not job.done():
-            return True
-        try:
-            estimate = job.result()
-            session.remember_estimate(estimate)
-            label.set_text(describe_qf(estimate))
-            log("dialog: %s" % describe_qf(estimate))
-            if session.auto():
-                session.config.set_property("qf", estimate["qf"])
-        except Exception as error:
-            label.set_text("QF detection failed: %s" % advice(error))
-            log("dialog: QF detection failed: %s" % advice(error))
-        preview.schedule()
-        return False
-
-    GLib.timeout_add(50, poll)
-
-
-def limit_models(session, config, dialog):
-    """Only installed models can be picked."""
-    info = session.hello()
-    states = dict((m["name"], m.get("state")) for m in info.get("models", []))
-    choice = config.get_choice("model") if hasattr(config, "get_choice") else None
-    if choice is None:
-        spec = config.find_property("model")
-        choice = spec.get_choice() if hasattr(spec, "get_choice") else None
-    if choice is None:
-        return
+def limit_models(session, config):
+    """Only installed models can be picked: the others are greyed out."""
+    states = dict((m["name"], m.get("state")) for m in session.hello().get("models", []))
+    choice = Gimp.param_spec_choice_get_choice(config.find_property("model"))
+    offered = []
     for nick, name, _label in MODELS:
-        if name != "auto" and states.get(name) in ("missing", "corrupt"):
-            choice.set_sensitive(nick, False)
+        usable = name == "auto" or states.get(name) in ("bundled", "downloaded")
+        choice.set_sensitive(nick, usable)
+        if usable:
+            offered.append(nick)
+    log("dialog: models offered: %s" % ", ".join(offered))
 
 
 def check_model_installed(session):
@@ -707,10 +723,10 @@ def run(procedure, run_mode, image, drawables, config, data):
     session = None
     try:
         session = Session(image, the_layer(drawables), config)
-        check_model_installed(session)
         if run_mode == Gimp.RunMode.INTERACTIVE:
             if not run_dialog(procedure, config, session):
                 return procedure.new_return_values(Gimp.PDBStatusType.CANCEL, None)
+        check_model_installed(session)
         qf, source = apply_filter(session)
     except Exception as error:  # every failure leaves the image as it was
         return failure(procedure, error)

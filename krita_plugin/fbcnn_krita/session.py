@@ -72,9 +72,9 @@ def explain(error):
         text = (f"The worker ran out of memory: {message}\n\nSelect a smaller area, choose "
                 "the CPU device, or close other programs, then try again.")
     elif kind in ("worker-died", "timeout", "protocol"):
-        text = (f"The FBCNN worker stopped: {message}\n\nCheck that the FBCNN Python still "
-                "works (run `python installer.py` again if in doubt). The details below "
-                "show its last messages.")
+        text = (f"The FBCNN worker failed: {message}\n\nCheck that the FBCNN Python still "
+                "works: run `python installer.py` again, then restart Krita. The details "
+                "show the worker's last messages.")
     elif kind == "cancelled":
         text = "Cancelled."
     else:
@@ -107,7 +107,8 @@ class Pending(QObject):
             self._job = worker().submit(op, pixels, fmt, **opts)
         except FbcnnError as e:
             # Report on the next event-loop turn, like any other failure.
-            QTimer.singleShot(0, lambda: self._end(self.failed, e))
+            error = e
+            QTimer.singleShot(0, lambda: self._end("error", error))
             return
         self._timer.start()
 
@@ -118,12 +119,12 @@ class Pending(QObject):
     def ended(self):
         return self.outcome is not None
 
-    def _end(self, signal, value):
+    def _end(self, kind, value):
         if self.outcome is not None:
             return
-        self.outcome = ("result" if signal is self.finished else "error", value)
+        self.outcome = (kind, value)
         self._timer.stop()
-        signal.emit(value)
+        (self.finished if kind == "result" else self.failed).emit(value)
 
     def _poll(self):
         job = self._job
@@ -135,9 +136,9 @@ class Pending(QObject):
         try:
             result = job.result(0)
         except Exception as e:  # the client's WorkerError, or a bug: both end the request
-            self._end(self.failed, e if isinstance(e, FbcnnError) else _as_error(e))
+            self._end("error", e if isinstance(e, FbcnnError) else _as_error(e))
             return
-        self._end(self.finished, result)
+        self._end("result", result)
 
 
 def _as_error(e):

@@ -128,6 +128,7 @@ class KritaProfile:
         self.enable()
         log_path = run_dir / "krita.log"
         started = time.monotonic()
+        launched = time.time()
         with open(log_path, "wb") as log, Xvfb(log) as display:
             process_env = self.env(dict(env or {}, DISPLAY=display,
                                         FBCNN_KRITA_DRIVER_JOB=job_path))
@@ -145,6 +146,8 @@ class KritaProfile:
             "steps": {}, "exceptions": [], "finished": False}
         result.update(wall_s=round(time.monotonic() - started, 3), returncode=returncode,
                       log=str(log_path))
+        if "driver_started" in result:  # Krita's start-up, until the driver's first step
+            result["startup_s"] = round(result["driver_started"] - launched, 3)
         if returncode == "timeout":
             result["error"] = f"Krita was killed after {timeout} s; log: {log_path}"
         return result

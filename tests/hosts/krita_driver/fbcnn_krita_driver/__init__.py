@@ -37,8 +37,9 @@ class Runner:
         self.out = self.job["result"]
         self.results = {"steps": {}, "exceptions": [], "finished": False,
                         "krita_version": Krita.instance().version(),
-                        "python": sys.version.split()[0]}
+                        "python": sys.version.split()[0], "driver_started": time.time()}
         self.docs = {}
+        self.last_result = None
         self.t0 = time.monotonic()
 
     # -- the coroutine machinery
@@ -125,6 +126,10 @@ class Runner:
         name = step.get("node")
         if name is None:
             return doc.activeNode()
+        if name == "@result":  # the node the last run returned
+            return self.last_result
+        if name.startswith("#"):  # "#0": the bottom top-level layer, whatever its name
+            return doc.topLevelNodes()[int(name[1:])]
         found = [n for n in _all_nodes(doc.rootNode()) if n.name() == name]
         if not found:
             raise LookupError(f"no layer named {name!r}; layers: {layer_names(doc)}")
@@ -212,9 +217,12 @@ class Runner:
     def op_dump(self, step, record):
         doc = self.doc(step)
         doc.waitForDone()
-        node = self.node(step, doc)
         rect = step.get("rect") or [0, 0, doc.width(), doc.height()]
-        data = bytes(node.pixelData(*rect))
+        if step.get("node") == "@projection":  # the composited image
+            node, data = doc.rootNode(), bytes(doc.pixelData(*rect))
+        else:
+            node = self.node(step, doc)
+            data = bytes(node.pixelData(*rect))
         with open(step["out"], "wb") as f:
             f.write(data)
         self.describe(doc, record)
@@ -236,9 +244,17 @@ class Runner:
             return
         finally:
             record["run_s"] = round(time.monotonic() - started, 3)
+        self.last_result = result
         record["result_node"] = result.name()
         record["last_run"] = dict(fbcnn_krita.last_run)
         self.describe(doc, record)
+
+    def op_exec(self, step, record):
+        """Run a snippet (exploration and debugging): globals doc, node, app, record."""
+        doc = self.docs.get(step.get("doc"))
+        scope = {"doc": doc, "node": self.node(step, doc) if doc else None,
+                 "app": Krita.instance(), "record": record, "driver": self}
+        exec(step["code"], scope)
 
     def op_undo(self, step, record):
         doc = self.doc(step)
@@ -281,7 +297,9 @@ class Runner:
             app.writeSetting("fbcnn_krita", key, str(value))
         timeout = step.get("timeout", 120)
         started = time.monotonic()
-        app.action("fbcnn_remove_jpeg_artifacts").trigger()
+        # Posted, not called: the plug-in may open a modal box, and this step must keep
+        # polling (from inside that box's event loop) to read and close it.
+        QTimer.singleShot(0, app.action("fbcnn_remove_jpeg_artifacts").trigger)
         dialog = yield Wait(lambda: find_dialog() or error_box(), timeout, "the dialog")
         if isinstance(dialog, QMessageBox):
             record["error_box"] = close_box(dialog)
@@ -297,6 +315,9 @@ class Runner:
             return
         record["detected"] = dialog.findChild(QLabel, "detected").text()
         record["status"] = dialog.findChild(QLabel, "status").text()
+        if step.get("screenshot"):
+            dialog.grab().save(step["screenshot"])
+            record["screenshot"] = step["screenshot"]
         for qf in step.get("qf_values", []):
             # Drive the slider like a user: untick Auto, move the QF, wait for the preview.
             dialog.auto.setChecked(False)
@@ -305,18 +326,18 @@ class Runner:
                                f"the preview at QF {qf}")
             if state != "ready":
                 raise RuntimeError(f"the preview at QF {qf} ended as {state}")
-            shot = step["screenshot"].replace(".png", f"-qf{qf}.png")
+            shot = step["preview_shots"].replace(".png", f"-qf{qf}.png")
             dialog.preview.grab().save(shot)
             record.setdefault("previews", []).append(shot)
-        if step.get("screenshot"):
-            dialog.grab().save(step["screenshot"])
-            record["screenshot"] = step["screenshot"]
+        if step.get("final_auto"):
+            dialog.auto.setChecked(True)
+            yield Wait(lambda: settled(dialog, ("ready",)), timeout, "the auto preview")
         if not step.get("apply"):
             dialog.reject()
             record["dialog_closed"] = yield Wait(lambda: gone(dialog), 10, "the dialog to close")
             return
         applied = time.monotonic()
-        dialog.findChild(QPushButton, "apply").click()
+        QTimer.singleShot(0, dialog.findChild(QPushButton, "apply").click)
         outcome = yield Wait(lambda: gone(dialog) or error_box(), timeout, "the full run")
         if isinstance(outcome, QMessageBox):
             record["error_box"] = close_box(outcome)

@@ -184,34 +184,14 @@ def opt_model(req):
 
 # ---------------------------------------------------------------- devices and engines
 
-def available_devices() -> list:
-    import torch
-    devices = ["cpu"]
-    if torch.cuda.is_available():
-        devices.append("cuda")
-    mps = getattr(torch.backends, "mps", None)
-    if mps is not None and mps.is_available():
-        devices.append("mps")
-    return devices
-
-
 def resolve_device(name, warnings: list) -> str:
-    """A concrete device for a request's `device` (auto|cpu|gpu|cuda|mps)."""
-    name = name or "auto"
-    devices = available_devices()
-    if name == "auto":
-        return next((d for d in ("cuda", "mps") if d in devices), "cpu")
-    if name == "gpu":
-        gpu = next((d for d in ("cuda", "mps") if d in devices), None)
-        if gpu is None:
-            warnings.append("no GPU was found; running on the CPU")
-            return "cpu"
-        return gpu
-    if name not in ("cpu", "cuda", "mps"):
-        raise BadRequest(f"device must be one of auto, cpu, gpu, cuda, mps, not {name!r}")
-    if name not in devices:
-        raise BadRequest(f"device {name!r} is not available here (available: {devices})")
-    return name
+    """A present device for a request's `device` (auto|cpu|gpu|cuda|mps); the engine decides."""
+    from core.engine import pick_device
+    if name is not None and not isinstance(name, str):
+        raise BadRequest(f"device must be a string, not {name!r}")
+    device, warns = pick_device(name or "auto")
+    warnings.extend(warns)
+    return device
 
 
 class Engines:
@@ -260,8 +240,9 @@ def _exception_class(module: str, name: str):
 def error_kind(exc: BaseException) -> str:
     if isinstance(exc, _exception_class("core.engine", "Cancelled")) or isinstance(exc, Cancelled):
         return "cancelled"
-    if isinstance(exc, _exception_class("core.weights", "ModelMissing")):
-        return "missing-model"
+    if isinstance(exc, (_exception_class("core.weights", "ModelMissing"),
+                        _exception_class("core.weights", "VerificationError"))):
+        return "missing-model"  # a file that failed verification is deleted: fetch it again
     if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError" \
             or (isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()):
         return "out-of-memory"
@@ -415,6 +396,7 @@ class Server:
                 state, path = f"error: {e}", ""
             models.append({"name": name, "state": state, "path": path,
                            "size": getattr(entry, "size", None)})
+        from core.engine import available_devices
         devices = available_devices()
         self.send({"id": rid, "type": "result", "version": VERSION,
                    "python": platform.python_version(), "torch": torch.__version__,
@@ -459,12 +441,14 @@ class Server:
             out = apply_mask(fmt, data, mask, res.pixels, orig)
         else:
             out = from_canonical(fmt, res.pixels)
+        seconds = time.monotonic() - t
         log.info("restore %s: %dx%d %s %s in %.2f s", rid, fmt["width"], fmt["height"],
-                 fmt["order"], fmt["dtype"], time.monotonic() - t)
+                 fmt["order"], fmt["dtype"], seconds)
         header = jsonable({"id": rid, "type": "result", **fmt, "qf_used": res.qf_used,
                            "qf_detected": res.qf_detected, "qf_source": res.qf_source,
                            "details": res.details or {}, "model": res.model,
-                           "device": res.device, "warnings": warnings + list(res.warnings or [])})
+                           "device": res.device, "warnings": warnings + list(res.warnings or []),
+                           "seconds": round(seconds, 4)})
         self.send(header, memoryview(out).cast("B"))
 
     def progress(self, rid, done, total):

@@ -115,6 +115,7 @@ def test_restore_u8_rgb_round_trip(worker, model_path):
     assert header["type"] == "result", header
     assert header["qf_used"] == 20 and header["qf_source"] == "manual"
     assert header["device"] == "cpu" and header["model"] == model_path
+    assert isinstance(header["seconds"], float) and header["warnings"] == []
     assert {k: header[k] for k in ("width", "height", "dtype", "order")} == fmt(40, 24, "u8", "RGB")
     assert header["nbytes"] == len(payload) == img.nbytes
     assert progress and progress[-1][0] == progress[-1][1]

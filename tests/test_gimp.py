@@ -100,7 +100,30 @@ def prepare_inputs(work):
     (work / "f32.raw").write_bytes(f32.tobytes())
     gray = (0.299 * decoded[..., 0] + 0.587 * decoded[..., 1] + 0.114 * decoded[..., 2])
     (work / "gray.raw").write_bytes(np.round(gray).astype(np.uint8).tobytes())
+    # Big enough that the restore is still running when the cancel comes.
+    Image.fromarray(gt).resize((1500, 1500)).save(work / "big.jpg", quality=10)
+    (work / "cancel.sh").write_text(CANCEL_SCRIPT)
     return gt
+
+
+CANCEL_SCRIPT = r"""#!/bin/sh
+# What GIMP does when the user presses Cancel on a plug-in's progress: it kills
+# the plug-in process. Then see whether the worker (its child) goes away.
+LOG=$1; OUT=$2; i=0
+until grep -q "run: restoring" "$LOG" 2>/dev/null; do
+    sleep 0.1; i=$((i + 1)); [ $i -gt 1200 ] && exit 1
+done
+PID=$(grep "run: restoring" "$LOG" | tail -n1 | sed 's/.*plug-in pid //')
+WORKER=$(pgrep -P "$PID" | head -n1)
+sleep 1
+kill -9 "$PID"
+echo "killed $PID worker $WORKER" > "$OUT/cancel.txt"
+i=0
+while kill -0 "$WORKER" 2>/dev/null; do
+    sleep 0.2; i=$((i + 1)); [ $i -gt 100 ] && { echo "worker alive" >> "$OUT/cancel.txt"; exit 0; }
+done
+echo "worker gone" >> "$OUT/cancel.txt"
+"""
 
 
 def build_jobs(work, model_args):
@@ -130,6 +153,11 @@ def build_jobs(work, model_args):
 
     return [
         {"name": "lookup", "steps": [{"op": "lookup"}]},
+        {"name": "cancel", "steps": [
+            load("big.jpg"), dump("cancel_before"),
+            {"op": "shell", "background": True,
+             "cmd": f"sh {J}/cancel.sh {J}/plugin.log {J} > {J}/cancel.log 2>&1"},
+            filt(), {"op": "sleep", "seconds": 3}, dump("cancel_after")]},
         {"name": "auto", "steps": [load("q10.jpg"), dump("auto_before"), filt(),
                                    dump("auto_after")]},
         {"name": "qf5", "steps": [load(), dump("qf_before"),
@@ -188,6 +216,7 @@ def build_jobs(work, model_args):
 def batch(host, work, model_args):
     gt = prepare_inputs(work)
     env = gimp_env(work)
+    env["FBCNN_GIMP_LOG"] = str(work / "plugin.log")
     core_path = os.environ.get("FBCNN_TEST_CORE_PATH")
     run = gh.run_jobs(host, work, build_jobs(work, model_args), env, timeout=1500,
                       binds=[core_path] if core_path else [])
@@ -342,6 +371,16 @@ def test_layer_mask_is_unchanged(batch):
     assert np.array_equal(raw(batch, "mask_before", channels=1),
                           raw(batch, "mask_after", channels=1))
     assert not np.array_equal(raw(batch, "mask_px_before"), raw(batch, "mask_px_after"))
+
+
+def test_cancel_stops_the_worker_and_leaves_the_image(batch):
+    rec = batch.step("cancel", "filter")
+    assert rec["status"] != "success", rec
+    report = (batch.dir / "cancel.txt").read_text()
+    assert report.startswith("killed") and "worker gone" in report, report
+    size = (1500, 1500)
+    assert np.array_equal(raw(batch, "cancel_after", size=size),
+                          raw(batch, "cancel_before", size=size))
 
 
 @pytest.mark.parametrize("job,after,words", [

@@ -354,6 +354,8 @@ def apply_filter(session):
     # GIMP's progress Cancel ends this plug-in process: the worker then sees its
     # pipe close and stops, and the image has not been touched yet.
     job, outer, original = submit_restore(session, inner, qf)
+    log("run: restoring %r at QF %d (%s), plug-in pid %d"
+        % (inner, qf, source, os.getpid()))
     while not job.done():
         done, total = job.progress
         Gimp.progress_update(done / total if total else 0.0)

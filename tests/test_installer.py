@@ -643,3 +643,51 @@ def test_runs_under_python39_without_torch(tmp_path):
     assert list(home.iterdir()) == []
     p = run_installer(["--help"], home, python=str(PY39))
     assert p.returncode == 0 and "--uninstall" in p.stdout
+
+
+def test_flatpak_hosts_get_their_own_spawning_config(fake_home, tmp_path, monkeypatch):
+    """Inside the sandbox the client reads ~/.var/app/APP/config/fbcnn/frontend.json and
+    must start the worker with flatpak-spawn --host; the native config must not."""
+    monkeypatch.setattr(sys, "platform", "linux")
+    (fake_home / ".var/app/org.gimp.GIMP/config/GIMP/3.0").mkdir(parents=True)
+    (fake_home / ".config/GIMP/3.0").mkdir(parents=True)
+    args = installer.parse_args(["--no-download", "--no-krita"])
+    monkeypatch.setattr(installer, "gimp3_programs", lambda: [])
+    plan = installer.make_plan(args, probes=FakeProbes(base=CPU_TORCH))
+    assert [(t.kind, t.flatpak_app) for t in plan.gimp] == [("native", None), ("flatpak", "org.gimp.GIMP")]
+    assert plan.configs == [(fake_home / ".config/fbcnn/frontend.json", False),
+                            (fake_home / ".var/app/org.gimp.GIMP/config/fbcnn/frontend.json", True)]
+    assert plan.flatpak_commands == [
+        "flatpak override --user --talk-name=org.freedesktop.Flatpak org.gimp.GIMP"]
+    plan.sources = fake_sources(tmp_path)
+    plan.gimp_pin = "/usr/bin/python3"
+    manifest = installer.Manifest(installer.manifest_path())
+    place_everything(plan, manifest)
+    flat = json.loads((fake_home / ".var/app/org.gimp.GIMP/config/fbcnn/frontend.json").read_text())
+    native = json.loads((fake_home / ".config/fbcnn/frontend.json").read_text())
+    assert flat["flatpak_spawn"] is True and native["flatpak_spawn"] is False
+    assert flat["python"] == native["python"]  # a host path: flatpak-spawn runs it on the host
+    # The sandbox has its own Python with gi: no interpreter pin in the Flatpak profile.
+    assert not (fake_home / ".var/app/org.gimp.GIMP/config/GIMP/3.0/interpreters").exists()
+    assert (fake_home / ".config/GIMP/3.0/interpreters/python3.interp").is_file()
+
+
+def test_summary_names_what_went_where(fake_home, monkeypatch, capsys):
+    monkeypatch.setattr(sys, "platform", "linux")
+    plan = make_test_plan(fake_home, {}, [], [])
+    plan.flatpak_commands = ["flatpak override --user --talk-name=org.freedesktop.Flatpak org.kde.krita"]
+    plan.krita = [installer.Target("krita", "native", fake_home / "k", kritarc=fake_home / "rc")]
+    info = {"torch": "2.13.0+cpu", "cuda": False,
+            "models": {"compact": {"state": "bundled", "path": "/x/fbcnn_compact.pth"},
+                       "fbcnn_color": {"state": "missing", "path": "/m/fbcnn_color.pth"}}}
+    check = {"ok": True, "hello": {"default_device": "cpu"}}
+    installer.print_summary(plan, {"installed": ["Krita  /k/pykrita/fbcnn_krita"], "problems": []},
+                            info, check, None)
+    out = capsys.readouterr().out
+    assert "FBCNN installed" in out and "Krita  /k/pykrita/fbcnn_krita" in out
+    assert "Device: CPU only (torch 2.13.0+cpu)" in out
+    assert "compact            present, verified (bundled)" in out
+    assert "fbcnn_color        not downloaded" in out
+    assert "Self-check: passed" in out
+    assert "flatpak override --user --talk-name=org.freedesktop.Flatpak org.kde.krita" in out
+    assert "Open Krita -> Filter -> Remove JPEG Artifacts..." in out

@@ -118,12 +118,14 @@ def make_jpeg(path: Path, w=96, h=64, quality=12):
     return path
 
 
+NO_MODEL = ("core/models/ holds no bundled compact model yet (issue 3): the installer's "
+            "self-check and the editors' default model cannot restore anything")
+
+
 @pytest.fixture(scope="module")
 def site(tmp_path_factory):
-    if not list((ROOT / "core" / "models").glob("*.pth")):
-        loud_skip("core/models/ holds no bundled compact model yet (issue 3); the installer's "
-                  "self-check and the editors' default model need it")
     s = Site(tmp_path_factory.mktemp("installer-e2e"))
+    s.has_model = bool(list((ROOT / "core" / "models").glob("*.pth")))
     for d in (s.home, s.config, s.data, s.cache, s.runtime, s.tmp, s.work):
         d.mkdir(parents=True)
     s.runtime.chmod(0o700)
@@ -140,8 +142,17 @@ def site(tmp_path_factory):
 
 
 def installed_ok(site):
-    rc = site.first.returncode
-    assert rc == 0, "the installer failed:\n" + site.first.stdout[-5000:]
+    """The first install worked; without the bundled model only its self-check may fail."""
+    rc, out = site.first.returncode, site.first.stdout
+    if site.has_model:
+        assert rc == 0, "the installer failed:\n" + out[-5000:]
+        assert "Self-check: passed" in out
+    else:
+        # Everything is installed; the self-check fails, and says why.
+        assert rc == 1, out[-5000:]
+        problems = [ln for ln in out.splitlines() if ln.startswith("PROBLEM:")]
+        assert len(problems) == 1 and "self-check" in problems[0], out[-5000:]
+        assert "compact" in problems[0] and "missing" in problems[0], problems
 
 
 # ------------------------------------------------------------------ 1. files and self-check
@@ -149,11 +160,12 @@ def installed_ok(site):
 def test_install_succeeds_and_self_checks(site):
     out = site.first.stdout
     installed_ok(site)
-    assert "Self-check: passed" in out
-    assert "result  PASSED" in out
     # The local CPU torch is reused, nothing downloaded.
     assert "the venv reuses it (--system-site-packages), nothing is downloaded" in out
     assert "Open GIMP -> Filters -> Enhance -> Remove JPEG Artifacts..." in out
+    if not site.has_model:
+        loud_skip(NO_MODEL)
+    assert "result  PASSED" in out
     assert "compact" in out and "present, verified (bundled)" in out
 
 
@@ -169,7 +181,8 @@ def test_install_puts_every_piece_in_place(site):
     core_path = Path(cfg["core_path"])
     assert (core_path / "core" / "worker.py").is_file()
     assert str(core_path).startswith(str(site.venv))  # the installed core, not the checkout
-    assert list((core_path / "core" / "models").glob("*.pth")), "bundled model not installed"
+    if site.has_model:
+        assert list((core_path / "core" / "models").glob("*.pth")), "bundled model not installed"
 
     main = site.gimp_plugin / "fbcnn_gimp.py"
     assert os.access(main, os.X_OK)
@@ -192,7 +205,7 @@ def test_install_puts_every_piece_in_place(site):
                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=300)
     rc = p.returncode
     assert rc == 0, p.stdout
-    assert "compact" in p.stdout and "bundled" in p.stdout
+    assert "compact" in p.stdout and ("bundled" if site.has_model else "missing") in p.stdout
 
 
 # ------------------------------------------------------------------ 2. GIMP
@@ -222,6 +235,10 @@ def test_gimp_finds_and_runs_the_procedure(site):
     assert found["found"], run.log()
     assert found["menu_paths"] == ["<Image>/Filters/Enhance"]
     rec = run.step("run", "filter")
+    if not site.has_model:
+        # The plug-in ran and reached the worker, which has no model to run.
+        assert rec["status"] == "execution-error" and "compact" in str(rec["values"]), rec
+        loud_skip(NO_MODEL)
     assert rec["status"] == "success", f"{rec}\n{run.log()}"
     before = np.fromfile(w / "gimp_before.raw", np.uint8)
     after = np.fromfile(w / "gimp_after.raw", np.uint8)
@@ -259,9 +276,11 @@ def test_krita_loads_and_runs_the_plugin(site):
     w = site.work
     steps = [{"id": "probe", "op": "probe"},
              {"id": "open", "op": "open", "doc": "d", "path": str(site.jpeg)},
-             {"id": "before", "op": "dump", "doc": "d", "out": str(w / "krita_before.raw")},
-             {"id": "run", "op": "run", "doc": "d", "kwargs": {"output": "replace"}},
-             {"id": "after", "op": "dump", "doc": "d", "out": str(w / "krita_after.raw")}]
+             {"id": "before", "op": "dump", "doc": "d", "node": "#0",
+              "out": str(w / "krita_before.raw")},
+             {"id": "run", "op": "run", "doc": "d", "node": "#0", "kwargs": {}},
+             {"id": "after", "op": "dump", "doc": "d", "node": "@result",
+              "out": str(w / "krita_after.raw")}]
     site.editors_ran.append("krita")
     res = profile.run(steps, timeout=600)
     detail = json.dumps(res, indent=1)[-6000:]
@@ -271,6 +290,9 @@ def test_krita_loads_and_runs_the_plugin(site):
     assert probe["client"] == str(site.pykrita / "fbcnn_krita" / "fbcnn_client.py"), detail
     assert probe["action"], detail
     run = res["steps"].get("run", {})
+    if not site.has_model:
+        assert "compact" in run.get("raised", {}).get("message", ""), detail
+        loud_skip(NO_MODEL)
     assert run.get("ok") and "raised" not in run, detail
     before = (w / "krita_before.raw").read_bytes()
     after = (w / "krita_after.raw").read_bytes()
@@ -350,7 +372,7 @@ def test_rerun_upgrades_and_downloads_resume_and_refuse_a_bad_hash(site):
     # Everything else is still a working install, so only the download is reported.
     rc = p.returncode
     assert rc == 1, out[-5000:]
-    assert "Self-check: passed" in out
+    assert ("Self-check: passed" if site.has_model else "Self-check: FAILED") in out
     assert os.access(site.gimp_plugin / "fbcnn_gimp.py", os.X_OK)
     manifest = json.loads((site.data / "fbcnn" / "install-manifest.json").read_text())
     assert manifest["kritarc"][str(site.config / "kritarc")]["previous"] is None
@@ -361,6 +383,10 @@ def test_rerun_upgrades_and_downloads_resume_and_refuse_a_bad_hash(site):
 def test_check_diagnoses_a_healthy_install(site):
     p = site.installer("--check")
     rc = p.returncode
+    assert "GIMP plug-in" not in p.stdout and "Krita plug-in incomplete" not in p.stdout, p.stdout
+    if not site.has_model:
+        assert rc == 1 and "the worker did not start or restore the sample" in p.stdout, p.stdout
+        loud_skip(NO_MODEL)
     assert rc == 0, p.stdout[-5000:]
     assert "All checks passed." in p.stdout
     assert "PASSED" in p.stdout

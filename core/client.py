@@ -398,6 +398,9 @@ class Worker:
 
     def _exchange(self, request, parts, progress, cancel_event, timeout):
         timeout = self.timeout if timeout is None else float(timeout)
+        if cancel_event is not None and cancel_event.is_set():
+            # Cancelled while it queued behind another call: never send it.
+            raise WorkerError("cancelled", "cancelled")
         proc = self._process()
         self._next_id += 1
         rid = request["id"] = self._next_id

@@ -227,6 +227,19 @@ def test_cancel_during_restore(worker, model_path):
     assert worker.hello()["devices"]  # and the same worker serves on
 
 
+def test_job_cancelled_while_queued_ends_cancelled(worker, model_path):
+    """Calls on one Worker queue; a job cancelled in the queue ends at once, the running one runs on."""
+    first = big_job(worker, model_path)
+    queued = worker.submit("restore", b"\0" * 48, pixel_format(4, 4, "u8", "RGB"), model=model_path)
+    queued.cancel()
+    first.cancel()
+    for job in (first, queued):
+        with pytest.raises(WorkerError) as e:
+            job.result(60)
+        assert e.value.kind == "cancelled"
+    assert worker.hello()["devices"]
+
+
 def test_worker_killed_mid_request(model_path):
     w = Worker(python=sys.executable, core_path=str(ROOT), timeout=120)
     try:

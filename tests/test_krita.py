@@ -83,6 +83,7 @@ def prepare_inputs(work):
     f32 = ramp_rgb(gt, np.float32)
     rgba = np.concatenate([f32, np.ones(f32.shape[:2] + (1,), np.float32)], -1)
     (work / "ramp_f32.raw").write_bytes(rgba.tobytes())  # float RGBA is R G B A
+    (work / "ramp_f16.raw").write_bytes(rgba.astype(np.float16).tobytes())
 
     luma = np.round(crop @ np.array([0.299, 0.587, 0.114])).astype(np.uint8)
     gray = np.stack([luma, np.full_like(luma, 255)], -1)
@@ -99,7 +100,9 @@ def write_configs(work):
     broken = work / "frontend-broken.json"
     broken.write_text(json.dumps({"python": str(work / "no-such-python"),
                                   "core_path": str(REPO)}))
-    return good, broken, work / "frontend-missing.json"
+    crash = work / "frontend-crash.json"   # a "python" that exits at once, like a crash
+    crash.write_text(json.dumps({"python": shutil.which("false"), "core_path": str(REPO)}))
+    return good, broken, work / "frontend-missing.json", crash
 
 
 def model_choice(work):
@@ -117,7 +120,7 @@ def model_choice(work):
 # ------------------------------------------------------------------ the job
 
 def build_steps(work, model, configs):
-    good, broken, missing = configs
+    good, broken, missing, crash = configs
     steps = []
 
     def step(id_, op, **kw):
@@ -127,7 +130,8 @@ def build_steps(work, model, configs):
         step(id_, "dump", doc=doc, node=node, out=str(work / f"{id_}.raw"))
 
     def run(id_, doc, node=None, **kwargs):
-        step(id_, "run", doc=doc, node=node, kwargs=dict(kwargs, model=model))
+        kwargs.setdefault("model", model)
+        step(id_, "run", doc=doc, node=node, kwargs=kwargs)
 
     def create(doc, raw, model_, depth, w=CROP, h=CROP):
         step(f"create_{doc}", "create", doc=doc, width=w, height=h, model=model_, depth=depth,
@@ -166,6 +170,9 @@ def build_steps(work, model, configs):
     create("f32", "ramp_f32.raw", "RGBA", "F32", RAMP_W, RAMP_H)
     run("f32_run", "f32", "image", qf=30)
     dump("f32_out", "f32", "@result")
+    create("f16", "ramp_f16.raw", "RGBA", "F16", RAMP_W, RAMP_H)
+    run("f16_run", "f16", "image", qf=30)
+    dump("f16_out", "f16", "@result")
     # 6: transparency; and a grayscale layer
     create("alpha", "alpha_u8.raw", "RGBA", "U8")
     run("alpha_run", "alpha", "image", qf=10)
@@ -185,15 +192,23 @@ def build_steps(work, model, configs):
     step("broken_dialog", "dialog", doc="rep", node="#0", timeout=60)
     step("config_missing", "set_config", path=str(missing))
     run("missing_run", "rep", "#0", qf=20)
+    step("config_crash", "set_config", path=str(crash))
+    run("crash_run", "rep", "#0", qf=20)
     dump("broken_after", "rep", "#0")
     step("config_good", "set_config", path=str(good))
+    run("no_model_run", "rep", "#0", qf=20, model="fbcnn_color")  # not downloaded
+    dump("no_model_after", "rep", "#0")
     # 9: the dialog on the JPEG: preview, QF 5 and 60, back to auto, apply
     step("jpeg_dialog", "dialog", doc="jpeg", node="#0", timeout=300,
          settings={"auto": "true", "model": model, "device": "auto", "output": "new-layer",
                    "view": "split"},
          screenshot=str(work / "krita-dialog.png"), preview_shots=str(work / "preview.png"),
-         qf_values=[5, 60], final_auto=True, apply=True)
+         qf_values=[5, 60], final_auto=True, then="apply")
     dump("jpeg_dialog_out", "jpeg", "#1")  # a new layer goes right above its source
+    # Cancel during the run, and close the dialog during the run: no change either way.
+    step("jpeg_cancel", "dialog", doc="jpeg", node="#0", timeout=300, then="cancel")
+    step("jpeg_close_running", "dialog", doc="jpeg", node="#0", timeout=300,
+         then="close_running")
     return steps
 
 
@@ -217,6 +232,7 @@ def krita(tmp_path_factory):
                               "FBCNN_MODEL_DIR": work / "models"})
     result["work"] = work
     result["model"] = model
+    result["kritarc"] = (profile.config / "kritarc").read_text()
     (work / "result.json").write_text(json.dumps(result, indent=1, default=str))
     print(f"\nKrita stage: {time.monotonic() - started:.1f} s wall, start-up "
           f"{result.get('startup_s')} s, driver "
@@ -350,6 +366,7 @@ def test_selection_outside_is_bit_identical_and_edges_blend(krita):
 
 
 @pytest.mark.parametrize("name,dtype,order", [("u16", np.uint16, "BGRA"),
+                                              ("f16", np.float16, "RGBA"),
                                               ("f32", np.float32, "RGBA")])
 def test_high_depth_keeps_depth_and_levels(krita, name, dtype, order):
     rec = ok(krita, f"{name}_out")
@@ -398,6 +415,8 @@ def test_broken_worker_config_gives_a_readable_error_and_no_change(krita):
     missing = raised(krita, "missing_run")
     assert missing["kind"] == "not-configured"
     assert "frontend-missing.json" in missing["message"] and "installer" in missing["message"]
+    crash = raised(krita, "crash_run")
+    assert crash["kind"] == "worker-died" and "exited with code 1" in crash["message"]
     before = ok(krita, "broken_before")
     after = ok(krita, "broken_after")
     assert before["layers"] == after["layers"]
@@ -422,3 +441,46 @@ def test_dialog_preview_and_apply(krita):
     assert np.array_equal(out, pixels(krita, "jpeg_auto_out", (500, 500, 4)))
     if os.environ.get("FBCNN_UPDATE_SCREENSHOT"):
         shutil.copy(rec["screenshot"], SCREENSHOT)
+
+
+def test_missing_model_is_explained_and_changes_nothing(krita):
+    err = raised(krita, "no_model_run")
+    assert err["kind"] == "missing-model"
+    assert "fbcnn_color" in err["message"] and "download" in err["message"].lower()
+    assert ok(krita, "no_model_after")["layers"] == ok(krita, "broken_before")["layers"]
+    assert np.array_equal(pixels(krita, "no_model_after", (CROP, CROP, 4)),
+                          pixels(krita, "broken_before", (CROP, CROP, 4)))
+
+
+def test_dialog_offers_only_installed_models_and_devices(krita):
+    rec = ok(krita, "jpeg_dialog")
+    models = [data for _, data in rec["models"]]
+    assert models[0] == "auto" and krita["model"] in models
+    assert not {"fbcnn_color", "fbcnn_gray", "fbcnn_gray_double"} & set(models)
+    devices = [data for _, data in rec["devices"]]
+    assert devices[0] == "auto" and "cpu" in devices
+
+
+def test_krita_stays_responsive_during_the_run(krita):
+    rec = ok(krita, "jpeg_dialog")
+    # The driver polls every 50 ms on Krita's GUI thread; a blocked thread shows up
+    # as a long gap. The run itself takes seconds.
+    assert rec["max_gap_s"] < 1.0, f"the GUI thread stalled for {rec['max_gap_s']} s"
+
+
+def test_cancel_and_closing_the_dialog_leave_the_document_unchanged(krita):
+    layers = ok(krita, "jpeg_dialog")["layers"]
+    cancel = ok(krita, "jpeg_cancel")
+    assert cancel["state_after_cancel"] == "ready" and "Cancelled" in cancel["status"]
+    assert cancel["layers"] == layers
+    closed = ok(krita, "jpeg_close_running")
+    assert closed["dialog_closed"] and closed["layers"] == layers
+
+
+def test_dialog_settings_are_remembered(krita):
+    ok(krita, "jpeg_close_running")
+    kritarc = krita["kritarc"]
+    assert "[fbcnn_krita]" in kritarc
+    section = kritarc.split("[fbcnn_krita]", 1)[1].split("\n[", 1)[0]
+    assert "auto=true" in section and "output=new-layer" in section
+    assert f"model={krita['model']}" in section

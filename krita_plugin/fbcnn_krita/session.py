@@ -6,6 +6,8 @@ a fresh one on the next request. Every request runs on the client's background
 thread (a Job); the GUI thread only polls it from a QTimer, so Krita keeps
 painting while the network works.
 """
+import signal
+
 from PyQt5.QtCore import QEventLoop, QObject, QTimer, pyqtSignal
 
 IDLE_TIMEOUT = 600   # seconds the worker stays alive without work
@@ -13,6 +15,14 @@ SILENCE_TIMEOUT = 300  # seconds the worker may stay silent in one call (slow CP
 POLL_MS = 40
 
 _worker = None
+
+# Krita's embedded Python leaves SIGPIPE at its default action, so writing to a
+# worker that has died would kill Krita itself. Ignored, the write raises
+# BrokenPipeError instead, which the client reports as a dead worker.
+try:
+    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+except (AttributeError, ValueError):  # Windows has no SIGPIPE; not the main thread
+    pass
 
 
 class FbcnnError(Exception):
@@ -72,9 +82,12 @@ def explain(error):
         text = (f"The worker ran out of memory: {message}\n\nSelect a smaller area, choose "
                 "the CPU device, or close other programs, then try again.")
     elif kind in ("worker-died", "timeout", "protocol"):
-        text = (f"The FBCNN worker failed: {message}\n\nCheck that the FBCNN Python still "
-                "works: run `python installer.py` again, then restart Krita. The details "
-                "show the worker's last messages.")
+        text = f"The FBCNN worker failed: {message}"
+        if "installer.py" not in message:
+            text += ("\n\nCheck that the FBCNN Python still works: run `python installer.py` "
+                     "again, then restart Krita.")
+        if tail:
+            text += " The details show the worker's last messages."
     elif kind == "cancelled":
         text = "Cancelled."
     else:

@@ -15,7 +15,7 @@ import traceback
 from krita import Extension, InfoObject, Krita, Selection
 from PyQt5 import sip
 from PyQt5.QtCore import QTimer
-from PyQt5.QtWidgets import QApplication, QLabel, QMessageBox, QPushButton
+from PyQt5.QtWidgets import QApplication, QComboBox, QLabel, QMessageBox, QPushButton
 
 ENV = "FBCNN_KRITA_DRIVER_JOB"
 POLL_MS = 50
@@ -40,6 +40,7 @@ class Runner:
                         "python": sys.version.split()[0], "driver_started": time.time()}
         self.docs = {}
         self.last_result = None
+        self.max_gap = 0.0
         self.t0 = time.monotonic()
 
     # -- the coroutine machinery
@@ -59,8 +60,14 @@ class Runner:
         except StopIteration:
             return
         deadline = time.monotonic() + wait.timeout
+        last = [time.monotonic()]
 
         def check():
+            # The longest pause between two polls shows whether Krita's GUI thread
+            # was ever blocked (the polls are 50 ms apart when it is free).
+            now = time.monotonic()
+            self.max_gap = max(self.max_gap, now - last[0])
+            last[0] = now
             try:
                 got = wait.predicate()
             except Exception:  # a predicate that breaks counts as not yet
@@ -314,6 +321,8 @@ class Runner:
             record["dialog_closed"] = yield Wait(lambda: gone(dialog), 10, "the dialog to close")
             return
         record["detected"] = dialog.findChild(QLabel, "detected").text()
+        record["models"] = combo_items(dialog.findChild(QComboBox, "model"))
+        record["devices"] = combo_items(dialog.findChild(QComboBox, "device"))
         record["status"] = dialog.findChild(QLabel, "status").text()
         if step.get("screenshot"):
             dialog.grab().save(step["screenshot"])
@@ -332,16 +341,36 @@ class Runner:
         if step.get("final_auto"):
             dialog.auto.setChecked(True)
             yield Wait(lambda: settled(dialog, ("ready",)), timeout, "the auto preview")
-        if not step.get("apply"):
+        then = step.get("then", "close")
+        if then == "close":
             dialog.reject()
             record["dialog_closed"] = yield Wait(lambda: gone(dialog), 10, "the dialog to close")
             return
         applied = time.monotonic()
+        self.max_gap = 0.0
         QTimer.singleShot(0, dialog.findChild(QPushButton, "apply").click)
-        outcome = yield Wait(lambda: gone(dialog) or error_box(), timeout, "the full run")
-        if isinstance(outcome, QMessageBox):
-            record["error_box"] = close_box(outcome)
-        record["apply_s"] = round(time.monotonic() - applied, 3)
+        if then == "apply":
+            outcome = yield Wait(lambda: gone(dialog) or error_box(), timeout, "the full run")
+            if isinstance(outcome, QMessageBox):
+                record["error_box"] = close_box(outcome)
+            record["apply_s"] = round(time.monotonic() - applied, 3)
+            record["max_gap_s"] = round(self.max_gap, 3)
+        else:
+            yield Wait(lambda: settled(dialog, ("running",)), timeout, "the run to start")
+            if then == "cancel":
+                # Cancel from the progress row; the dialog stays open for another try.
+                QTimer.singleShot(0, dialog.findChild(QPushButton, "cancel").click)
+                state = yield Wait(lambda: settled(dialog, ("ready", "done", "failed")),
+                                   timeout, "the cancel")
+                record["state_after_cancel"] = state
+                record["status"] = dialog.findChild(QLabel, "status").text()
+                dialog.reject()
+            else:  # "close_running": closing the dialog must stop the run
+                QTimer.singleShot(0, dialog.reject)
+            record["dialog_closed"] = yield Wait(lambda: gone(dialog), 10, "the dialog to close")
+            # Give a run that was not stopped time to write its result anyway.
+            until = time.monotonic() + step.get("linger", 4)
+            yield Wait(lambda: time.monotonic() > until, 30, "the linger time")
         import fbcnn_krita
         record["last_run"] = dict(fbcnn_krita.last_run)
         doc.waitForDone()
@@ -349,6 +378,10 @@ class Runner:
 
 
 # -- widget helpers
+
+def combo_items(combo):
+    return [[combo.itemText(i), combo.itemData(i)] for i in range(combo.count())]
+
 
 def find_dialog():
     for widget in QApplication.topLevelWidgets():

@@ -410,6 +410,7 @@ class Worker:
             self._raise_dead(proc, "while sending the request", timeout)
         deadline = time.monotonic() + timeout
         cancel_sent = False
+        callback_error = None
         while True:
             if cancel_event is not None and cancel_event.is_set() and not cancel_sent:
                 cancel_sent = True
@@ -425,7 +426,7 @@ class Worker:
                 raise WorkerError(TIMEOUT, f"the FBCNN worker did not answer within {timeout:g} s "
                                   "and was stopped", proc.stderr_tail(0.5))
             try:
-                frame = proc.replies.get(timeout=min(wait, 0.1) if cancel_event is not None else wait)
+                frame = proc.replies.get(timeout=min(wait, 0.1))
             except queue.Empty:
                 continue
             if frame is None:
@@ -436,9 +437,19 @@ class Worker:
             deadline = time.monotonic() + timeout  # any reply proves the worker is alive
             kind = header.get("type")
             if kind == "progress":
-                if progress is not None:
-                    progress(header.get("done", 0), header.get("total", 0))
+                if progress is not None and callback_error is None:
+                    try:
+                        progress(header.get("done", 0), header.get("total", 0))
+                    except Exception as e:  # noqa: BLE001 - re-raised once the worker is done
+                        # Stop the request, but read its end, so the next call
+                        # does not start with this one's replies in the pipe.
+                        callback_error = e
+                        if cancel_event is None:
+                            cancel_event = threading.Event()
+                        cancel_event.set()
                 continue
+            if callback_error is not None:
+                raise callback_error
             if kind == "error":
                 raise WorkerError(header.get("kind", "internal"), header.get("message", ""),
                                   proc.stderr_tail() if header.get("kind") == "internal" else "")

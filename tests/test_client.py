@@ -240,6 +240,22 @@ def test_job_cancelled_while_queued_ends_cancelled(worker, model_path):
     assert worker.hello()["devices"]
 
 
+def test_progress_callback_that_raises(worker, model_path):
+    """The callback's error reaches the caller; the request is stopped and the worker serves on."""
+    img = np.zeros((512, 512, 3), np.uint8)
+
+    def progress(done, total):
+        raise RuntimeError("the dialog was closed")
+
+    t = time.monotonic()
+    with pytest.raises(RuntimeError, match="dialog was closed"):
+        worker.restore(img.tobytes(), pixel_format(512, 512, "u8", "RGB"), model=model_path, qf=30,
+                       tile=128, progress=progress)
+    assert time.monotonic() - t < 30
+    out, _ = worker.restore(b"\0" * 48, pixel_format(4, 4, "u8", "RGB"), model=model_path, qf=30)
+    assert len(out) == 48
+
+
 def test_worker_killed_mid_request(model_path):
     w = Worker(python=sys.executable, core_path=str(ROOT), timeout=120)
     try:

@@ -262,6 +262,7 @@ class Server:
         self.requests = queue.Queue()
         self.write_lock = threading.Lock()
         self.state_lock = threading.Lock()
+        self.pending = set()       # ids queued or running: the only ones a cancel can hit
         self.cancelled = set()     # ids cancelled before or while they run
         self.current = None        # id of the running request
         self.stopping = threading.Event()
@@ -310,6 +311,10 @@ class Server:
                     # Do not make the client wait for a restore nobody wants now.
                     self.shutting_down = True
                     self.cancel_all()
+                rid = header.get("id")
+                if isinstance(rid, int):
+                    with self.state_lock:
+                        self.pending.add(rid)
                 self.requests.put((header, payload))
         except EOFError as e:
             log.info("stdin ended inside a frame (%s); stopping", e)
@@ -325,7 +330,10 @@ class Server:
             self.error(header.get("id"), "bad-request", f"cancel needs an integer target, not {target!r}")
             return
         with self.state_lock:
-            self.cancelled.add(target)
+            # A cancel that crossed its target's reply is dropped, so a client
+            # that reuses ids does not cancel a later request by accident.
+            if target in self.pending:
+                self.cancelled.add(target)
 
     def is_cancelled(self, rid) -> bool:
         return rid in self.cancelled
@@ -350,8 +358,7 @@ class Server:
     def handle(self, header: dict, payload):
         rid = header.get("id")
         op = header.get("op")
-        with self.state_lock:
-            self.current = rid
+        self.current = rid if isinstance(rid, int) else None
         try:
             if not isinstance(rid, int) or isinstance(rid, bool):
                 raise BadRequest(f"every request needs an integer id, not {rid!r}")
@@ -377,9 +384,11 @@ class Server:
             else:
                 self.error(rid, kind, str(e))
         finally:
-            with self.state_lock:
-                self.current = None
-                self.cancelled.discard(rid)
+            if isinstance(rid, int):
+                with self.state_lock:
+                    self.cancelled.discard(rid)
+                    self.pending.discard(rid)
+            self.current = None
         return None
 
     # -- operations

@@ -207,11 +207,22 @@ def test_bad_request_fields(worker, model_path, change, words):
     assert_still_serving(worker)
 
 
-def test_request_without_integer_id(worker):
-    worker.send({"op": "hello", "id": "seven"})
+@pytest.mark.parametrize("rid", ["seven", [1], {"a": 1}, None, True])
+def test_request_without_integer_id(worker, rid):
+    worker.send({"op": "hello", "id": rid})
     header, _ = worker.reply()
-    assert header["type"] == "error" and header["kind"] == "bad-request" and header["id"] == "seven"
+    assert header["type"] == "error" and header["kind"] == "bad-request" and header["id"] == rid
     assert_still_serving(worker)
+
+
+def test_cancel_of_a_finished_request_is_ignored(worker):
+    """A cancel that crosses its target's reply must not hit a later request with the same id."""
+    worker.send({"op": "cancel", "target": 77})
+    header, _, _ = worker.call({"op": "hello", "id": 77})
+    assert header["type"] == "result"
+    worker.send({"op": "cancel", "target": "x"})
+    header, _ = worker.reply()
+    assert header["type"] == "error" and header["kind"] == "bad-request"
 
 
 def test_missing_registry_model_says_what_to_do(tmp_path, model_path):

@@ -128,6 +128,16 @@ def main(argv=None):
     t2 = min(run_b(eng, compact, img2) for _ in range(2))
     print(f"\ncompact model through the engine, 1024x1024: {t2 / 1.048576:.2f} s/MP (bar 3 s/MP)")
 
+    print("\nlevers on the compact model, 1024x1024 (s/MP):")
+    for precision in ("fp32", "bf16"):
+        for cl in (False, True):
+            engine_mod.CPU_CHANNELS_LAST = cl
+            e = Engine("cpu", precision)
+            run_b(e, compact, img2[:64, :64])
+            t = min(run_b(e, compact, img2) for _ in range(2))
+            print(f"  {precision}, channels_last={cl}: {t / 1.048576:.2f}")
+    engine_mod.CPU_CHANNELS_LAST = True
+
 
 if __name__ == "__main__":
     main()

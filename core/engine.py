@@ -22,6 +22,8 @@ OVERLAP = 64
 CPU_MEMORY_BUDGET = 1.5e9  # bytes of activations per tile; keeps a 24 MP run under 3 GB
 # bf16 on CPU is the default only where it was measured to cost <= 0.05 dB (bench/quality.py).
 CPU_BF16_DEFAULT = True
+# channels_last on the CPU: measured by bench/speed.py (see README, Performance).
+CPU_CHANNELS_LAST = True
 
 
 class Cancelled(Exception):
@@ -182,7 +184,7 @@ class Engine:
         key = (name, device)
         if key not in self._models:
             m = weights.load_model(name).to(device).eval()
-            if device == "cpu":
+            if device == "cpu" and CPU_CHANNELS_LAST:
                 m = m.to(memory_format=torch.channels_last)
             self._models[key] = m
         return self._models[key]
@@ -190,7 +192,7 @@ class Engine:
     # inference ----------------------------------------------------------
     def _forward(self, model, x: torch.Tensor, qf: Optional[float], device: str):
         with torch.inference_mode(), autocast(device, self.precision):
-            if device == "cpu":
+            if device == "cpu" and CPU_CHANNELS_LAST:
                 x = x.contiguous(memory_format=torch.channels_last)
             q = None if qf is None else torch.full((x.shape[0], 1), qf, device=device)
             return model(x, qf_input=q) if q is not None else model(x)

@@ -91,6 +91,8 @@ def prepare_inputs(work):
 
     cmyk = np.random.default_rng(0).integers(0, 256, (64, 64, 5), dtype=np.uint8)
     (work / "cmyk_u8.raw").write_bytes(cmyk.tobytes())
+    lab = np.random.default_rng(1).integers(0, 65536, (64, 64, 4), dtype=np.uint16)
+    (work / "lab_u16.raw").write_bytes(lab.tobytes())
     return gt
 
 
@@ -185,6 +187,8 @@ def build_steps(work, model, configs):
     run("cmyk_run", "cmyk", "image")
     step("cmyk_dialog", "dialog", doc="cmyk", node="image", timeout=60)
     dump("cmyk_after", "cmyk", "image")
+    create("lab", "lab_u16.raw", "LABA", "U16", 64, 64)
+    run("lab_run", "lab", "image")
     # 7: a broken worker configuration: readable errors, document unchanged
     dump("broken_before", "rep", "#0")
     step("config_broken", "set_config", path=str(broken))
@@ -394,6 +398,11 @@ def test_gray_layer_stays_gray(krita):
     out = pixels(krita, "gray_out", (CROP, CROP, 2))
     assert np.array_equal(out[..., 1], src[..., 1])
     assert not np.array_equal(out[..., 0], src[..., 0])
+
+
+def test_lab_is_refused_readably(krita):
+    err = raised(krita, "lab_run")
+    assert "Lab" in err["message"] and "Convert Image Color Space" in err["message"]
 
 
 def test_cmyk_is_refused_readably(krita):

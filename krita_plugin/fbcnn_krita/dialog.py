@@ -4,7 +4,9 @@ It never blocks Krita: every worker request is a Pending that reports back to
 the GUI thread. Only the newest preview request matters; older ones are
 cancelled. Closing the dialog cancels whatever is running.
 """
+import functools
 import os
+import traceback
 
 from PyQt5.QtCore import Qt, QTimer
 from PyQt5.QtWidgets import (QButtonGroup, QCheckBox, QComboBox, QDialog, QDialogButtonBox,
@@ -24,6 +26,25 @@ MODEL_LABELS = {"auto": "Automatic", "compact": "Compact (bundled)",
                 "fbcnn_gray_double": "FBCNN gray, re-saved JPEGs (official)"}
 DEVICE_LABELS = {"auto": "Automatic", "cpu": "CPU", "cuda": "GPU (CUDA/ROCm)",
                  "mps": "GPU (Apple)", "gpu": "GPU"}
+
+
+def reported(slot):
+    """Slots never raise into Krita (its hook would open a crash report): show the error."""
+    takes = slot.__code__.co_argcount - 1
+
+    @functools.wraps(slot)
+    def wrapper(self, *args):
+        try:
+            return slot(self, *args[:takes])  # Qt may pass more arguments than the slot takes
+        except FbcnnError as e:
+            self._set_state("failed")
+            show_error(e, self)
+        except Exception as e:
+            self._set_state("failed")
+            show_error(FbcnnError(f"Unexpected error: {type(e).__name__}: {e}. Please report "
+                                  "this with the details.", details=traceback.format_exc()),
+                       self)
+    return wrapper
 
 
 class FilterDialog(QDialog):
@@ -171,6 +192,7 @@ class FilterDialog(QDialog):
         # A dynamic property, so scripts and tests can tell where the dialog is.
         self.setProperty("fbcnn_state", state)
 
+    @reported
     def _on_hello(self, hello):
         """Offer only the models and devices the worker has."""
         self._fill(self.model, _installed_models(hello), MODEL_LABELS,
@@ -191,6 +213,7 @@ class FilterDialog(QDialog):
 
     # ------------------------------------------------------------ QF detection
 
+    @reported
     def estimate(self):
         """One QF for the whole image, used by the preview and the full run alike."""
         self._set_state("estimating")
@@ -198,6 +221,7 @@ class FilterDialog(QDialog):
         self._start_job(process.estimate(self.target, self.model.currentData(), parent=self),
                         self._on_estimate)
 
+    @reported
     def _on_estimate(self, detected):
         self.detected = detected
         self.detected_label.setText(
@@ -231,6 +255,7 @@ class FilterDialog(QDialog):
             self._set_state("previewing")
             self.debounce.start()
 
+    @reported
     def _preview_moved(self, dx, dy):
         cx, cy = self.preview_center
         self.preview_center = (cx + dx, cy + dy)
@@ -253,6 +278,7 @@ class FilterDialog(QDialog):
     def _image(self, data, rect):
         return to_qimage(data, self.target.layout, rect[2], rect[3], self.linear)
 
+    @reported
     def request_preview(self):
         """Restore the preview region exactly as the full run would (same QF, grid, mask)."""
         if self.detected is None or self.run_job is not None:
@@ -271,6 +297,7 @@ class FilterDialog(QDialog):
         job.finished.connect(lambda result: self._on_preview(job, result, rect, context, before))
         job.failed.connect(lambda error: self._on_preview_failed(job, error))
 
+    @reported
     def _on_preview(self, job, result, rect, context, before):
         if job is not self.preview_job:
             return
@@ -291,6 +318,7 @@ class FilterDialog(QDialog):
 
     # ------------------------------------------------------------ the full run
 
+    @reported
     def apply(self):
         """Run on the whole layer (or the selection), then put the result in the document."""
         if self.detected is None or self.run_job is not None:
@@ -338,6 +366,7 @@ class FilterDialog(QDialog):
             self.status.setText("Cancelling...")
             self.run_job.cancel()
 
+    @reported
     def _on_run_done(self, result, qf, source):
         data, info = result
         self.run_job = None

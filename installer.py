@@ -1014,8 +1014,39 @@ def flatpak_override_command(app: str) -> str:
     return f"flatpak override --user --talk-name=org.freedesktop.Flatpak {app}"
 
 
+def base_interpreter(python: str) -> str:
+    """The interpreter a new venv made by `python` is really based on.
+
+    Run from inside a venv, `python -m venv --system-site-packages` links to the *base*
+    installation's site-packages, not the running venv's, so the torch probe must look
+    at that base interpreter too."""
+    if python == sys.executable:
+        if sys.prefix == sys.base_prefix:
+            return python
+        return getattr(sys, "_base_executable", None) or python
+    rc, out = run_capture([python, "-c", "import sys; print(sys.prefix != sys.base_prefix); "
+                           "print(getattr(sys, '_base_executable', '') or sys.executable)"], timeout=60)
+    lines = (out or "").strip().splitlines()
+    if rc == 0 and len(lines) >= 2 and lines[-2] == "True" and Path(lines[-1]).exists():
+        return lines[-1]
+    return python
+
+
+def krita_running() -> bool:
+    """Linux only: Krita rewrites kritarc when it quits, dropping an edit made meanwhile."""
+    if os_kind() != "linux" or not Path("/proc").is_dir():
+        return False
+    for comm in Path("/proc").glob("[0-9]*/comm"):
+        try:
+            if comm.read_text().strip() == "krita":
+                return True
+        except OSError:
+            continue
+    return False
+
+
 def make_plan(args, probes: Probes | None = None) -> Plan:
-    base_python = args.python or sys.executable
+    base_python = base_interpreter(args.python or sys.executable)
     venv = Path(args.venv).expanduser().resolve() if args.venv else default_venv()
     torch = choose_torch(args.torch, args.torch_index_url, base_python, probes)
     models, why = parse_models(args.models, torch.gpu, args.no_download)
@@ -1070,6 +1101,9 @@ def print_plan(plan: Plan) -> None:
     say("  self-check       start the worker through the installed client, restore a sample")
     for p in plan.problems:
         say(f"  PROBLEM          {p}")
+    if plan.krita and krita_running():
+        say("  NOTE             Krita is running: quit it before installing, or it may overwrite "
+            "kritarc on exit (re-run the installer then)")
 
 
 # ============================================================== install steps
@@ -1096,6 +1130,11 @@ def ensure_venv(plan: Plan, manifest: Manifest) -> Path:
     cmd = [plan.base_python, "-m", "venv"]
     if plan.torch.reuse_base:
         cmd.append("--system-site-packages")
+        if base_has_pip(plan.base_python):
+            # The venv then uses the base's pip and setuptools too: a bundled older
+            # setuptools would shadow the base's, and torch's requirement on a newer
+            # one would make pip download it. This way nothing is downloaded.
+            cmd.append("--without-pip")
     cmd.append(str(plan.venv))
     # Record before creating: a half-made venv must still be removable.
     if not existed:
@@ -1106,6 +1145,22 @@ def ensure_venv(plan: Plan, manifest: Manifest) -> Path:
                          f"Python may need `apt install python3-venv`; or pass --python.")
     manifest.add_tree(plan.venv)
     return vpy
+
+
+def base_has_pip(python: str) -> bool:
+    rc, _ = run_capture([python, "-m", "pip", "--version"], timeout=120)
+    return rc == 0
+
+
+def can_build_in_place(vpy: Path) -> bool:
+    """True when the venv already has a setuptools that builds the project, so pip needs
+    no isolated build environment (which it would fill from the index)."""
+    code = ("import importlib.util, setuptools\n"
+            "v = tuple(int(x) for x in setuptools.__version__.split('.')[:2])\n"
+            "ok = v >= (70, 1) or (v >= (61, 0) and importlib.util.find_spec('wheel') is not None)\n"
+            "raise SystemExit(0 if ok else 1)\n")
+    rc, _ = run_capture([vpy, "-I", "-c", code], timeout=120, cwd=str(vpy.parent))
+    return rc == 0
 
 
 def _venv_sees_system(venv: Path) -> bool:
@@ -1175,8 +1230,9 @@ def install_project(vpy: Path) -> str:
     """pip install the project; returns the folder holding the installed core package."""
     with tempfile.TemporaryDirectory(prefix="fbcnn-src-") as tmp:
         src = stage_project(Path(tmp))
+        extra = ["--no-build-isolation"] if can_build_in_place(vpy) else []
         # Dependencies only when missing (a reused torch is never swapped here).
-        if run_shown(pip_cmd(vpy, str(src)), env=pip_env()) != 0:
+        if run_shown(pip_cmd(vpy, *extra, str(src)), env=pip_env()) != 0:
             raise SystemExit("Installing the project into the venv failed (see pip above).")
         info = venv_info(vpy)
         core_path = info.get("core_path")
@@ -1185,7 +1241,8 @@ def install_project(vpy: Path) -> str:
             # Same version number as the installed one: some pip versions keep the old
             # files. A re-run must upgrade, so force it.
             say("  the installed core differs from this checkout; reinstalling it")
-            if run_shown(pip_cmd(vpy, "--no-deps", "--force-reinstall", str(src)), env=pip_env()) != 0:
+            if run_shown(pip_cmd(vpy, *extra, "--no-deps", "--force-reinstall", str(src)),
+                         env=pip_env()) != 0:
                 raise SystemExit("Reinstalling the project into the venv failed (see pip above).")
             info = venv_info(vpy)
             core_path = info.get("core_path")
@@ -1392,6 +1449,8 @@ def models_lines(info: dict, hello: dict) -> list:
         state = m.get("state")
         mark = {"bundled": "present, verified (bundled)", "downloaded": "present, verified",
                 "missing": "not downloaded", "corrupt": "CORRUPT"}.get(state, state)
+        if m.get("bundled") and state == "missing":
+            mark = "MISSING (it should ship inside the package)"
         lines.append(f"{name:18} {mark}" + (f"  {m['path']}" if state in ("bundled", "downloaded") else ""))
     if not lines and hello.get("models"):
         lines = [f"{m.get('name'):18} {m.get('state')}" for m in hello["models"]]

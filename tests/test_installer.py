@@ -691,3 +691,13 @@ def test_summary_names_what_went_where(fake_home, monkeypatch, capsys):
     assert "Self-check: passed" in out
     assert "flatpak override --user --talk-name=org.freedesktop.Flatpak org.kde.krita" in out
     assert "Open Krita -> Filter -> Remove JPEG Artifacts..." in out
+
+
+def test_base_interpreter_of_a_venv_is_its_base(tmp_path):
+    """Run from a venv, the venv the installer makes sits on the base Python: probe that one."""
+    venv = tmp_path / "v"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    vpy = venv / "bin" / "python"
+    base = installer.base_interpreter(str(vpy))
+    assert Path(base).resolve() == Path(sys.executable).resolve()
+    assert installer.base_interpreter(sys.executable) == sys.executable

@@ -171,6 +171,8 @@ def test_install_succeeds_and_self_checks(site):
 
 def test_install_puts_every_piece_in_place(site):
     installed_ok(site)
+    # The base Python's torch (and pip, setuptools) serve the venv: pip fetched nothing.
+    assert "Downloading" not in site.first.stdout, site.first.stdout[-5000:]
     vpy = site.venv / "bin" / "python"
     assert vpy.exists()
     assert "include-system-site-packages = true" in (site.venv / "pyvenv.cfg").read_text()

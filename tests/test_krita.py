@@ -65,6 +65,9 @@ def prepare_inputs(work):
     gt = np.asarray(Image.open(shared_path("datasets", "val", "McMaster", "01.png"))
                     .convert("RGB"))
     Image.fromarray(gt).save(work / "q10.jpg", quality=10)
+    # Re-saved: QF 10, shifted off the 8-px grid, saved again at QF 90.
+    first = np.asarray(Image.open(work / "q10.jpg").convert("RGB"))
+    Image.fromarray(first[4:, 4:]).save(work / "resaved.jpg", quality=90)
     crop = gt[100:100 + CROP, 100:100 + CROP]
     (work / "crop_u8.raw").write_bytes(bgra(crop).tobytes())
 
@@ -209,6 +212,10 @@ def build_steps(work, model, configs):
          screenshot=str(work / "krita-dialog.png"), preview_shots=str(work / "preview.png"),
          qf_values=[5, 60], final_auto=True, then="apply")
     dump("jpeg_dialog_out", "jpeg", "#1")  # a new layer goes right above its source
+    # A re-saved JPEG: the dialog names the earlier, lower quality.
+    step("open_resaved", "open", doc="resaved", path=str(work / "resaved.jpg"))
+    step("resaved_dialog", "dialog", doc="resaved", node="#0", timeout=300,
+         settings={"auto": "true", "model": model}, then="close")
     # Cancel during the run, and close the dialog during the run: no change either way.
     step("jpeg_cancel", "dialog", doc="jpeg", node="#0", timeout=300, then="cancel")
     step("jpeg_close_running", "dialog", doc="jpeg", node="#0", timeout=300,
@@ -461,6 +468,13 @@ def test_missing_model_is_explained_and_changes_nothing(krita):
                           pixels(krita, "broken_before", (CROP, CROP, 4)))
 
 
+def test_dialog_names_the_earlier_quality_of_a_resaved_jpeg(krita):
+    text = ok(krita, "resaved_dialog")["detected"]
+    assert "re-saved JPEG" in text, text
+    qf = int(text.split("QF ")[1].split()[0])
+    assert abs(qf - 10) <= 5, text
+
+
 def test_dialog_offers_only_installed_models_and_devices(krita):
     rec = ok(krita, "jpeg_dialog")
     models = [data for _, data in rec["models"]]
@@ -493,3 +507,49 @@ def test_dialog_settings_are_remembered(krita):
     section = kritarc.split("[fbcnn_krita]", 1)[1].split("\n[", 1)[0]
     assert "auto=true" in section and "output=new-layer" in section
     assert f"model={krita['model']}" in section
+
+
+# ------------------------------------------------------------------ pure helpers (no Krita)
+
+def _pixels_module():
+    """krita_plugin/fbcnn_krita/pixels.py alone (the package itself needs Krita)."""
+    import importlib.util
+    path = REPO / "krita_plugin" / "fbcnn_krita" / "pixels.py"
+    spec = importlib.util.spec_from_file_location("fbcnn_krita_pixels", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_regions_start_on_the_8px_grid_and_stay_inside():
+    px = _pixels_module()
+    x, y, w, h = px.grow_to_grid((37, 29, 70, 50), px.MARGIN, 500, 400)
+    assert (x, y) == (0, 0) and w % 8 == 0 and h % 8 == 0
+    x, y, w, h = px.grow_to_grid((300, 200, 10, 10), 16, 317, 400)
+    assert (x, y) == (280, 184) and x + w == 317 and (y + h) % 8 == 0
+    assert px.preview_rect((490, 5), (320, 240), 500, 500) == (176, 0, 320, 240)
+    assert px.preview_rect((10, 10), (384, 288), 100, 50) == (0, 0, 100, 50)
+
+
+def test_layouts_follow_kritas_memory_order():
+    px = _pixels_module()
+    assert px.layout_for("RGBA", "U8") == ("BGRA", "u8", 4)
+    assert px.layout_for("RGBA", "F16") == ("RGBA", "f16", 8)
+    assert px.layout_for("GRAYA", "F32") == ("YA", "f32", 8)
+    with pytest.raises(px.UnsupportedLayer, match="Convert Image Color Space"):
+        px.layout_for("CMYKA", "U8")
+
+
+def test_crop_and_display_conversion_match_numpy():
+    px = _pixels_module()
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 65536, (20, 30, 4), dtype=np.uint16)
+    data = img.tobytes()
+    got = px.crop(data, (8, 16, 30, 20), (10, 18, 5, 4), 8)
+    assert got == img[2:6, 2:7].tobytes()
+    bgra8 = np.frombuffer(px.to_display_bgra(data, px.LAYOUTS[("RGBA", "U16")]), np.uint8)
+    assert np.array_equal(bgra8.reshape(20, 30, 4), (img >> 8).astype(np.uint8))
+    f = rng.random((6, 7, 4), dtype=np.float32)
+    rgba8 = np.frombuffer(px.to_display_bgra(f.tobytes(), px.LAYOUTS[("RGBA", "F32")]),
+                          np.uint8).reshape(6, 7, 4)
+    assert np.array_equal(rgba8, np.round(f[..., [2, 1, 0, 3]] * 255).astype(np.uint8))

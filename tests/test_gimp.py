@@ -209,6 +209,8 @@ def build_jobs(work, model_args):
         {"name": "channel", "steps": [load(), {"op": "channel"},
                                       {"op": "filter", "args": model_args,
                                        "which": "channel"}]},
+        {"name": "locked", "steps": [load(), {"op": "lock"}, filt(), dump("locked_after")]},
+        {"name": "full", "steps": [load(), filt(), dump("full_after")]},
     ]
 
 
@@ -310,6 +312,17 @@ def test_selection_leaves_outside_bit_identical(batch):
     assert not np.array_equal(before[inside], after[inside])
 
 
+def test_selection_matches_the_whole_layer_run(batch):
+    """A crop (selection or preview) is restored on the same grid with the same
+    QF as the whole layer, so what the preview shows is what the run gives."""
+    ok(batch, "selection"), ok(batch, "full")
+    x, y, w, h = SEL
+    part = raw(batch, "sel_after")[y:y + h, x:x + w].astype(int)
+    whole = raw(batch, "full_after")[y:y + h, x:x + w].astype(int)
+    diff = np.abs(part - whole)
+    assert diff.max() <= 2 and diff.mean() < 0.25, (diff.max(), diff.mean())
+
+
 def test_feathered_selection_blends(batch):
     ok(batch, "feather")
     before = raw(batch, "feather_before").astype(int)
@@ -320,6 +333,15 @@ def test_feathered_selection_blends(batch):
     far[32 - 16:32 + 64 + 16, 40 - 16:40 + 80 + 16] = False
     assert not changed[far].any()
     assert changed[50:80, 60:100].mean() > 0.5
+    # In the feathered border the result is part way between before and the
+    # full-strength result, as GIMP blends any filter through the selection.
+    full = raw(batch, "full_after").astype(int)
+    ring = np.zeros(changed.shape, bool)
+    ring[32 - 4:32 + 4, 60:100] = True
+    delta = full - before
+    strong = ring[..., None] & (np.abs(delta) >= 12)
+    ratio = (after - before)[strong] / delta[strong]
+    assert strong.sum() > 20 and 0.1 < np.median(ratio) < 0.9, np.median(ratio)
 
 
 def test_rgba_alpha_is_bit_identical(batch):
@@ -388,6 +410,7 @@ def test_cancel_stops_the_worker_and_leaves_the_image(batch):
     ("crashing-worker", "crash_after", ["exited", "installer"]),
     ("not-configured", "nocfg_after", ["not set up", "installer"]),
     ("missing-model", "missing_after", ["fbcnn_color", "Compact"]),
+    ("locked", "locked_after", ["locked", "New layer"]),
 ])
 def test_errors_say_what_to_do_and_leave_the_image(batch, job, after, words):
     message = error(batch, job)

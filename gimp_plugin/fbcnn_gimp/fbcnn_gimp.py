@@ -335,6 +335,10 @@ def apply_filter(session):
     """Restore the selection (or the whole layer) and write it back as one undo
     step. Returns the QF used and where it came from."""
     drawable, image = session.drawable, session.image
+    new_layer = session.config.get_property("output") == "new-layer"
+    if drawable.get_lock_content() and not new_layer:
+        raise Refused("The layer's pixels are locked. Unlock them in the Layers dialog, "
+                      "or choose Output: New layer above.")
     ok, x, y, w, h = drawable.mask_intersect()
     if not ok or w <= 0 or h <= 0:
         raise Refused("The selection does not touch the active layer; there is nothing "
@@ -364,8 +368,7 @@ def apply_filter(session):
     pixels = session.finish(inner, outer, original, result)
     Gimp.progress_update(1.0)
 
-    write_back(image, drawable, inner, session.fmt, pixels,
-               new_layer=session.config.get_property("output") == "new-layer")
+    write_back(image, drawable, inner, session.fmt, pixels, new_layer)
     Gimp.progress_end()
     return qf, source
 

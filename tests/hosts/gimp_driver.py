@@ -105,6 +105,11 @@ def step_group(state, s):
     return {}
 
 
+def step_lock(state, s):
+    state["layer"].set_lock_content(True)
+    return {}
+
+
 def step_channel(state, s):
     image = state["image"]
     channel = Gimp.Channel.new(image, "Channel", image.get_width(), image.get_height(),

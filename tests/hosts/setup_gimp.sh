@@ -74,10 +74,20 @@ fi
 security=$(echo "$mirror" | sed 's#/debian/*$#/debian-security#')
 
 as_root mkdir -p "$(dirname "$ROOT")"
-if [ ! -x "$ROOT/usr/bin/apt-get" ]; then
+# One setup at a time (tests/run.sh and the installer's tests may both call us).
+if [ "$(id -u)" = 0 ] && command -v flock >/dev/null 2>&1; then
+    exec 9>"$ROOT.lock"
+    flock 9
+    if [ -f "$MARKER" ] && [ "$(cat "$MARKER")" = "$MARKER_VERSION" ]; then
+        echo "gimp: chroot $ROOT"; exit 0     # another run finished it meanwhile
+    fi
+fi
+if [ ! -f "$ROOT/.fbcnn-debootstrap-done" ]; then
+    # A debootstrap cut short is not worth repairing: start it over.
     log "debootstrap trixie into $ROOT from $mirror"
     as_root rm -rf "$ROOT"
     as_root debootstrap --variant=minbase trixie "$ROOT" "$mirror"
+    as_root touch "$ROOT/.fbcnn-debootstrap-done"
 fi
 
 as_root sh -c "cat > '$ROOT/etc/apt/sources.list'" <<SRC

@@ -1665,6 +1665,8 @@ def check(args, probes: Probes | None = None) -> int:
     say("\n" + ("All checks passed." if not problems else "Problems found:"))
     for p in problems:
         say(f"  - {p}")
+    if problems:
+        say("Running `python installer.py` again repairs an install (it is safe to re-run).")
     return 0 if not problems else 1
 
 

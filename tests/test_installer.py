@@ -701,3 +701,52 @@ def test_base_interpreter_of_a_venv_is_its_base(tmp_path):
     base = installer.base_interpreter(str(vpy))
     assert Path(base).resolve() == Path(sys.executable).resolve()
     assert installer.base_interpreter(sys.executable) == sys.executable
+
+
+def test_macos_app_bundles_are_found_with_their_versions(fake_home, monkeypatch):
+    import plistlib
+    monkeypatch.setattr(sys, "platform", "darwin")
+    monkeypatch.setenv("PATH", "/nonexistent")
+    apps = fake_home / "Applications"
+    for app, exe, version in (("GIMP.app", "gimp", "3.0.4"), ("krita.app", "krita", "5.2.9")):
+        macos = apps / app / "Contents" / "MacOS"
+        macos.mkdir(parents=True)
+        (macos / exe).write_text("")
+        with open(apps / app / "Contents" / "Info.plist", "wb") as f:
+            plistlib.dump({"CFBundleShortVersionString": version}, f)
+    gimp = installer.gimp3_programs()
+    krita = installer.krita_programs()
+    assert gimp == [str(apps / "GIMP.app/Contents/MacOS/gimp")]
+    assert krita == [str(apps / "krita.app/Contents/MacOS/krita")]
+    assert installer.program_version(gimp[0]) == "3.0.4"
+    assert installer.program_version(krita[0]) == "5.2.9"
+    # GIMP 3 installed but never started, and no 2.10 profile: the profile is created.
+    targets = installer.find_gimp_targets(flatpak_check=quiet_flatpak)
+    assert [(t.root, t.exists) for t in targets] == [
+        (fake_home / "Library/Application Support/GIMP/3.0", False)]
+
+
+def test_uninstall_dry_run_lists_and_changes_nothing(fake_home, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(sys, "platform", "linux")
+    (fake_home / ".local/share/krita").mkdir(parents=True)
+    krita = installer.find_krita_targets(programs=[], flatpak_check=quiet_flatpak)
+    manifest = installer.Manifest(installer.manifest_path())
+    installer.make_dirs(manifest.path.parent, manifest)
+    place_everything(make_test_plan(fake_home, fake_sources(tmp_path), [], krita), manifest)
+    installed = snapshot(fake_home)
+    assert installer.main(["--uninstall", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "would remove " + str(fake_home / ".local/share/krita/pykrita/fbcnn_krita") in out
+    assert "would restore " + str(fake_home / ".config/kritarc") in out
+    assert snapshot(fake_home) == installed
+
+
+def test_check_reports_a_missing_install(fake_home, monkeypatch, capsys):
+    monkeypatch.setattr(sys, "platform", "linux")
+    monkeypatch.setattr(installer, "gimp3_programs", lambda: [])
+    monkeypatch.setattr(installer, "krita_programs", lambda: [])
+    before = snapshot(fake_home)
+    assert installer.check(installer.parse_args(["--check"]), probes=FakeProbes()) == 1
+    out = capsys.readouterr().out
+    assert "frontend.json" in out and "Problems found:" in out and "again repairs" in out
+    assert snapshot(fake_home) == before

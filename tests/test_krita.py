@@ -210,7 +210,8 @@ def build_steps(work, model, configs):
          settings={"auto": "true", "model": model, "device": "auto", "output": "new-layer",
                    "view": "split"},
          screenshot=str(work / "krita-dialog.png"), preview_shots=str(work / "preview.png"),
-         qf_values=[5, 60], final_auto=True, then="apply")
+         qf_values=[5, 60], burst=[20, 21, 22, 23, 24], drag=[-150, -120],
+         final_auto=True, then="apply")
     dump("jpeg_dialog_out", "jpeg", "#1")  # a new layer goes right above its source
     # A re-saved JPEG: the dialog names the earlier, lower quality.
     step("open_resaved", "open", doc="resaved", path=str(work / "resaved.jpg"))
@@ -466,6 +467,16 @@ def test_missing_model_is_explained_and_changes_nothing(krita):
     assert ok(krita, "no_model_after")["layers"] == ok(krita, "broken_before")["layers"]
     assert np.array_equal(pixels(krita, "no_model_after", (CROP, CROP, 4)),
                           pixels(krita, "broken_before", (CROP, CROP, 4)))
+
+
+def test_dialog_debounces_slider_moves_and_moves_the_region(krita):
+    rec = ok(krita, "jpeg_dialog")
+    assert rec["burst_previews"] == 1, "five quick slider moves should give one preview"
+    (bx, by), (ax, ay) = rec["center_before_drag"], rec["center_after_drag"]
+    assert ax < bx and ay < by
+    moved = np.asarray(Image.open(rec["dragged_preview"]).convert("RGB")).astype(np.int32)
+    q60 = np.asarray(Image.open(rec["previews"][1]).convert("RGB")).astype(np.int32)
+    assert np.abs(moved - q60).mean() > 5, "the preview did not move"
 
 
 def test_dialog_names_the_earlier_quality_of_a_resaved_jpeg(krita):

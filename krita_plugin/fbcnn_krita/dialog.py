@@ -59,6 +59,7 @@ class FilterDialog(QDialog):
         self.detected = None       # the worker's estimate for the whole image
         self.preview_job = None
         self.run_job = None
+        self.previews_requested = 0  # how many previews reached the worker (diagnostics)
         self.preview_center = self._initial_center()
         self._build()
         self._load_settings()
@@ -285,6 +286,7 @@ class FilterDialog(QDialog):
             return
         if self.preview_job is not None:
             self.preview_job.cancel()  # stale: its answer will be ignored
+        self.previews_requested += 1
         rect, context = self._preview_rects()
         before = self.target.read(rect)
         if self.preview.before is None:

@@ -338,6 +338,22 @@ class Runner:
             shot = step["preview_shots"].replace(".png", f"-qf{qf}.png")
             dialog.preview.grab().save(shot)
             record.setdefault("previews", []).append(shot)
+        if step.get("burst"):
+            # Many slider moves in a row: the debounce must turn them into one preview.
+            before = dialog.previews_requested
+            for qf in step["burst"]:
+                dialog.spin.setValue(qf)
+            yield Wait(lambda: settled(dialog, ("ready",)), timeout, "the burst preview")
+            record["burst_previews"] = dialog.previews_requested - before
+        if step.get("drag"):
+            # Move the region as a drag on the preview would.
+            record["center_before_drag"] = list(dialog.preview_center)
+            dialog.preview.moved.emit(*step["drag"])
+            yield Wait(lambda: settled(dialog, ("ready",)), timeout, "the dragged preview")
+            record["center_after_drag"] = list(dialog.preview_center)
+            shot = step["preview_shots"].replace(".png", "-dragged.png")
+            dialog.preview.grab().save(shot)
+            record["dragged_preview"] = shot
         if step.get("final_auto"):
             dialog.auto.setChecked(True)
             yield Wait(lambda: settled(dialog, ("ready",)), timeout, "the auto preview")

@@ -641,7 +641,12 @@ def find_krita_targets(extra_dirs=(), kritarc_override=None, programs=None,
 # ============================================================== GIMP's python3 (the PATH pitfall)
 
 def python_has_gi(python: str) -> bool:
-    rc, _ = run_capture([python, "-c", "import gi"], timeout=30)
+    """Can this Python import gi *and* GIMP 3's bindings (the Gimp-3.0 typelib)?
+
+    gi alone is not enough: a system python3-gi without GIMP 3's typelib (GIMP 3 as an
+    AppImage, a Flatpak or in a chroot) cannot run the plug-in either."""
+    code = "import gi; gi.require_version('Gimp', '3.0')"
+    rc, _ = run_capture([python, "-c", code], timeout=30)
     return rc == 0
 
 
@@ -656,12 +661,14 @@ def gimp_interpreter_pin(has_gi=python_has_gi, system_python: str = "/usr/bin/py
         return None, "GIMP ships its own Python on this OS"
     first = shutil.which("python3")
     if first and has_gi(first):
-        return None, f"python3 on PATH ({first}) has gi"
+        return None, f"python3 on PATH ({first}) has gi with GIMP 3's bindings"
     if Path(system_python).exists() and has_gi(system_python):
-        why = (f"python3 on PATH ({first}) has no gi module" if first else "no python3 on PATH")
+        why = (f"python3 on PATH ({first}) has no gi with GIMP 3's bindings" if first
+               else "no python3 on PATH")
         return system_python, why + f"; GIMP is pointed at {system_python}"
-    return None, ("no Python with the gi module was found; GIMP 3's Python plug-ins need it "
-                  "(Debian/Ubuntu: it comes with the gimp package as python3-gi)")
+    return None, ("no Python here has gi with GIMP 3's bindings; a distribution's GIMP 3 "
+                  "brings them (Debian/Ubuntu: python3-gi, gir1.2-gimp-3.0), an AppImage or "
+                  "Flatpak GIMP uses its own")
 
 
 def interp_text(python: str) -> str:

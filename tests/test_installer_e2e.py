@@ -192,8 +192,13 @@ def test_install_puts_every_piece_in_place(site):
     client = (ROOT / "core" / "client.py").read_bytes()
     assert (site.gimp_plugin / "fbcnn_client.py").read_bytes() == client
     interp = site.config / "GIMP" / "3.0" / "interpreters" / "python3.interp"
+    # Pinned exactly when GIMP would otherwise start the plug-in with a python3 that
+    # cannot load GIMP 3's bindings while the system one can (a native GIMP 3 here).
     first_python3 = shutil.which("python3", path=site.env()["PATH"])
-    if first_python3 and not installer.python_has_gi(first_python3):
+    pitfall = bool(first_python3) and not installer.python_has_gi(first_python3) \
+        and installer.python_has_gi("/usr/bin/python3")
+    assert interp.is_file() == pitfall
+    if pitfall:
         assert interp.read_text() == "python3=/usr/bin/python3\n"
 
     assert (site.pykrita / "fbcnn_krita.desktop").is_file()

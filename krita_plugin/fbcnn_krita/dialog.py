@@ -61,13 +61,13 @@ class FilterDialog(QDialog):
         self.run_job = None
         self.previews_requested = 0  # how many previews reached the worker (diagnostics)
         self.preview_center = self._initial_center()
-        self._build()
-        self._load_settings()
-        self._set_state("starting")
-        self.debounce = QTimer(self)
+        self.debounce = QTimer(self)  # restarted by every change; fires once things settle
         self.debounce.setSingleShot(True)
         self.debounce.setInterval(DEBOUNCE_MS)
         self.debounce.timeout.connect(self.request_preview)
+        self._build()
+        self._load_settings()
+        self._set_state("starting")
         self._start_job(Pending("hello", parent=self), self._on_hello)
 
     # ------------------------------------------------------------ layout
@@ -75,6 +75,21 @@ class FilterDialog(QDialog):
     def _build(self):
         self.detected_label = QLabel("Detecting the JPEG quality...")
         self.detected_label.setObjectName("detected")
+        form = QFormLayout()
+        form.addRow("Quality (QF):", self._build_qf_row())
+        self._build_choices(form)
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.detected_label)
+        layout.addLayout(form)
+        layout.addWidget(self._build_preview())
+        layout.addLayout(self._build_progress_row())
+        self.status = QLabel("")
+        self.status.setObjectName("status")
+        self.status.setWordWrap(True)
+        layout.addWidget(self.status)
+        layout.addWidget(self._build_buttons())
+
+    def _build_qf_row(self):
         self.auto = QCheckBox("Auto")
         self.auto.setToolTip("Use the detected quality")
         self.slider = QSlider(Qt.Horizontal)
@@ -85,11 +100,13 @@ class FilterDialog(QDialog):
         self.spin.valueChanged.connect(self.slider.setValue)
         self.spin.valueChanged.connect(self._qf_changed)
         self.auto.toggled.connect(self._auto_toggled)
-        qf_row = QHBoxLayout()
-        qf_row.addWidget(self.auto)
-        qf_row.addWidget(self.slider, 1)
-        qf_row.addWidget(self.spin)
+        row = QHBoxLayout()
+        row.addWidget(self.auto)
+        row.addWidget(self.slider, 1)
+        row.addWidget(self.spin)
+        return row
 
+    def _build_preview(self):
         self.preview = PreviewView(PREVIEW_SIZE)
         self.preview.moved.connect(self._preview_moved)
         self.view_mode = QComboBox()
@@ -98,11 +115,13 @@ class FilterDialog(QDialog):
             self.view_mode.addItem(label, mode)
         self.view_mode.currentIndexChanged.connect(
             lambda: self.preview.set_mode(self.view_mode.currentData()))
-        preview_box = QGroupBox("Preview at 100% (drag to move)")
-        preview_layout = QVBoxLayout(preview_box)
-        preview_layout.addWidget(self.preview, 0, Qt.AlignHCenter)
-        preview_layout.addWidget(self.view_mode)
+        box = QGroupBox("Preview at 100% (drag to move)")
+        layout = QVBoxLayout(box)
+        layout.addWidget(self.preview, 0, Qt.AlignHCenter)
+        layout.addWidget(self.view_mode)
+        return box
 
+    def _build_choices(self, form):
         self.model = QComboBox()
         self.model.setObjectName("model")
         self.device = QComboBox()
@@ -119,13 +138,11 @@ class FilterDialog(QDialog):
         output_row.addWidget(self.new_layer)
         output_row.addWidget(self.replace)
         output_row.addStretch(1)
-
-        form = QFormLayout()
-        form.addRow("Quality (QF):", qf_row)
         form.addRow("Model:", self.model)
         form.addRow("Device:", self.device)
         form.addRow("Output:", output_row)
 
+    def _build_progress_row(self):
         self.progress = QProgressBar()
         self.progress.setObjectName("progress")
         self.progress.setVisible(False)
@@ -133,28 +150,20 @@ class FilterDialog(QDialog):
         self.cancel_button.setObjectName("cancel")
         self.cancel_button.setVisible(False)
         self.cancel_button.clicked.connect(self._cancel_run)
-        progress_row = QHBoxLayout()
-        progress_row.addWidget(self.progress, 1)
-        progress_row.addWidget(self.cancel_button)
-        self.status = QLabel("")
-        self.status.setObjectName("status")
-        self.status.setWordWrap(True)
+        row = QHBoxLayout()
+        row.addWidget(self.progress, 1)
+        row.addWidget(self.cancel_button)
+        return row
 
-        self.buttons = QDialogButtonBox()
-        self.apply_button = self.buttons.addButton("Apply", QDialogButtonBox.AcceptRole)
+    def _build_buttons(self):
+        buttons = QDialogButtonBox()
+        self.apply_button = buttons.addButton("Apply", QDialogButtonBox.AcceptRole)
         self.apply_button.setObjectName("apply")
         self.apply_button.setEnabled(False)
-        self.close_button = self.buttons.addButton(QDialogButtonBox.Close)
+        self.close_button = buttons.addButton(QDialogButtonBox.Close)
         self.apply_button.clicked.connect(self.apply)
         self.close_button.clicked.connect(self.reject)
-
-        layout = QVBoxLayout(self)
-        layout.addWidget(self.detected_label)
-        layout.addLayout(form)
-        layout.addWidget(preview_box)
-        layout.addLayout(progress_row)
-        layout.addWidget(self.status)
-        layout.addWidget(self.buttons)
+        return buttons
 
     def _load_settings(self):
         self.auto.setChecked(process.setting("auto", "true") == "true")
@@ -284,6 +293,7 @@ class FilterDialog(QDialog):
         """Restore the preview region exactly as the full run would (same QF, grid, mask)."""
         if self.detected is None or self.run_job is not None:
             return
+        self.debounce.stop()  # asked for now: a pending debounced request would repeat it
         if self.preview_job is not None:
             self.preview_job.cancel()  # stale: its answer will be ignored
         self.previews_requested += 1

@@ -291,6 +291,11 @@ def psnr(a, b):
 
 # ------------------------------------------------------------------ tests
 
+def test_krita_quits_cleanly_and_leaves_no_worker_behind(krita):
+    assert krita["finished"] and krita["returncode"] == 0, krita.get("error") or krita["log"]
+    assert not krita["leftover_processes"], "a worker outlived Krita"
+
+
 def test_plugin_loads_and_its_action_is_in_the_filter_menu(krita):
     rec = ok(krita, "probe")
     assert rec["action"] == "Remove JPEG Artifacts..."

@@ -140,12 +140,14 @@ class KritaProfile:
             try:
                 returncode = krita.wait(timeout)
             except subprocess.TimeoutExpired:
-                _kill_group(krita)
                 returncode = "timeout"
+            # Anything Krita started (the worker) must be gone soon after it quits.
+            leftover = _group_alive(krita.pid, grace=5)
+            _kill_group(krita)
         result = json.loads(result_path.read_text()) if result_path.exists() else {
             "steps": {}, "exceptions": [], "finished": False}
         result.update(wall_s=round(time.monotonic() - started, 3), returncode=returncode,
-                      log=str(log_path))
+                      leftover_processes=leftover, log=str(log_path))
         if "driver_started" in result:  # Krita's start-up, until the driver's first step
             result["startup_s"] = round(result["driver_started"] - launched, 3)
         if returncode == "timeout":
@@ -218,6 +220,28 @@ def _wait_for_x(number, deadline):
         if time.monotonic() > deadline:
             raise KritaError(f"the X server on :{number} does not accept connections")
         time.sleep(0.1)
+
+
+def _group_alive(pgid, grace):
+    """Whether a live (not zombie) process of the group remains after grace seconds."""
+    deadline = time.monotonic() + grace
+    while _group_members(pgid):
+        if time.monotonic() > deadline:
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def _group_members(pgid):
+    members = []
+    for stat in pathlib.Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if fields[0] != "Z" and int(fields[2]) == pgid:  # state, ppid, pgrp
+            members.append(int(stat.parent.name))
+    return members
 
 
 def _kill_group(process):

@@ -9,7 +9,6 @@ plumbing runs on random weights and only the quality bar is skipped, loudly.
 """
 import json
 import os
-import pathlib
 import shutil
 import sys
 import tempfile
@@ -204,6 +203,8 @@ def build_steps(work, model, configs):
     dump("broken_after", "rep", "#0")
     step("config_good", "set_config", path=str(good))
     run("no_model_run", "rep", "#0", qf=20, model="fbcnn_color")  # not downloaded
+    run("bad_qf_run", "rep", "#0", qf=0)
+    run("bad_output_run", "rep", "#0", qf=20, output="overwrite")
     dump("no_model_after", "rep", "#0")
     # 9: the dialog on the JPEG: preview, QF 5 and 60, back to auto, apply
     step("jpeg_dialog", "dialog", doc="jpeg", node="#0", timeout=300,
@@ -461,8 +462,23 @@ def test_dialog_preview_and_apply(krita):
     out = pixels(krita, "jpeg_dialog_out", (500, 500, 4))
     # The dialog and the script entry take the same path: same QF, same pixels.
     assert np.array_equal(out, pixels(krita, "jpeg_auto_out", (500, 500, 4)))
-    if os.environ.get("FBCNN_UPDATE_SCREENSHOT"):
-        shutil.copy(rec["screenshot"], SCREENSHOT)
+    if os.environ.get("FBCNN_UPDATE_SCREENSHOT"):  # refresh docs/krita-dialog.png
+        save_small_png(shot, SCREENSHOT)
+
+
+def save_small_png(image, path, limit=300_000):
+    """A PNG under limit bytes: lossless if it fits, else with a 256-colour palette."""
+    image.save(path, optimize=True)
+    if path.stat().st_size > limit:
+        image.convert("RGB").quantize(256, method=Image.Quantize.MEDIANCUT).save(
+            path, optimize=True)
+
+
+def test_bad_script_arguments_are_refused_clearly(krita):
+    err = raised(krita, "bad_qf_run")
+    assert err["type"] == "ValueError" and "1 to 100" in err["message"]
+    err = raised(krita, "bad_output_run")
+    assert err["type"] == "ValueError" and "new-layer" in err["message"]
 
 
 def test_missing_model_is_explained_and_changes_nothing(krita):

@@ -5,7 +5,8 @@
 Prints: file-QF exactness for Pillow JPEGs at QF 5..100; the double-JPEG detector's
 dominant QF on re-saved images (targets: within +-5 of QF1 in >= 90 %); its false
 claims on single JPEGs (target: none in >= 95 %); its time on a 12 MP image
-(target: <= 2 s). Figures, not a test.
+(target: <= 2 s). Then the same checks on other sets (Urban100, Classic5 gray,
+Sun-Hays photos as released). Figures, not a test.
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from bench.metrics import mcmaster
+from bench.metrics import SHARED, mcmaster
 from core import quality
 
 PAIRS = [(10, 30), (10, 50), (20, 60), (30, 70)]          # the targets
@@ -78,17 +79,73 @@ def bench_pairs(images, pairs, shift=(4, 4), label="") -> tuple[int, int]:
     return ok_all, n_all
 
 
-def bench_singles(images) -> None:
+def bench_singles(images, qfs=SINGLES, label="single JPEGs") -> None:
     clean = total = 0
-    for q in SINGLES:
-        claims = sum(quality.double_jpeg(jpeg(img, q)) is not None for _, img in images)
+    closest = []
+    for q in qfs:
+        claims = 0
+        for _, img in images:
+            e, info = quality._double_jpeg(quality.check_pixels(jpeg(img, q)))
+            claims += e is not None
+            if e is None and "dip" in info:
+                closest.append((info["dip"], info["rise"], q))
         clean += len(images) - claims
         total += len(images)
-        print(f"  single JPEG QF {q}: claimed double {claims}/{len(images)}")
-    print(f"single JPEGs QF {SINGLES[0]}..{SINGLES[-1]}: no double claimed in {clean}/{total} "
+        print(f"  {label} QF {q}: claimed double {claims}/{len(images)}")
+    print(f"{label} QF {qfs[0]}..{qfs[-1]}: no double claimed in {clean}/{total} "
           f"({100 * clean / total:.1f} %, target >= 95 %)")
+    # Margin: the single JPEG that came closest to a claim (dip must be < DIP_MAX).
+    dip, rise, q = min(closest)
+    print(f"  closest single: dip {dip} (claims need < {quality.DIP_MAX}), rise {rise}, QF {q}")
     png = sum(quality.double_jpeg(img) is not None for _, img in images)
     print(f"uncompressed PNGs: claimed double {png}/{len(images)}")
+
+
+def bench_crop_only(images, qf=25, shift=(3, 5)) -> None:
+    """A JPEG cropped off its grid and kept lossless (GIMP: open, crop, filter)."""
+    ok = sum(
+        (e := quality.double_jpeg(np.ascontiguousarray(jpeg(img, qf)[shift[0]:, shift[1]:]))) is not None
+        and abs(e.qf - qf) <= 5 for _, img in images)
+    print(f"  JPEG QF {qf} cropped by {shift}, not re-saved: QF within +-5 in {ok}/{len(images)}")
+
+
+def other_sets(n: int) -> None:
+    """Urban100 (regular structures that could mimic a grid), Classic5 gray, Sun-Hays photos."""
+    root = SHARED
+    urban = [(p.stem, np.asarray(Image.open(p).convert("RGB")))
+             for p in sorted((root / "train" / "Urban100_half").glob("*.png"))[:n]]
+    if urban:
+        print(f"Urban100_half x {len(urban)}:")
+        bench_pairs(urban, [(10, 50), (20, 60)])
+        bench_singles(urban, [20, 50, 80], label="Urban100 single JPEGs")
+    classic = [(p.stem, np.asarray(Image.open(p).convert("L"))[:, :, None])
+               for p in sorted((root / "val" / "Classic5").glob("*.png"))]
+    if classic:
+        found = [quality.double_jpeg(jpeg_gray(img, 20, 60)) for _, img in classic]
+        single = sum(quality.double_jpeg(jpeg_gray(img, None, q)) is not None
+                     for _, img in classic for q in (10, 50, 90))
+        print(f"Classic5 gray: (20,60) shift (4, 4) QF found {[e and e.qf for e in found]}; "
+              f"single JPEGs QF 10/50/90 claimed double {single}/{3 * len(classic)}")
+    sun = sorted((root / "train" / "SunHays80_q75_jpegsrc").glob("*.jpg"))[:n]
+    if sun:
+        exact = claims = 0
+        for p in sun:
+            px = np.asarray(Image.open(p).convert("RGB"))
+            e = quality.estimate_quality(px, source_path=p)
+            exact += e.source == "file" and e.qf == 75 and e.details["exact"]
+            claims += e.details["double_jpeg"].get("found", False)
+        print(f"Sun-Hays80 photos as released (q75) x {len(sun)}: file QF 75 exact {exact}, "
+              f"double claimed {claims}")
+
+
+def jpeg_gray(y: np.ndarray, q1, q2, shift=(4, 4)) -> np.ndarray:
+    def rt(a, q):
+        buf = io.BytesIO()
+        Image.fromarray(a[:, :, 0]).save(buf, "JPEG", quality=q)
+        return np.asarray(Image.open(io.BytesIO(buf.getvalue())))[:, :, None]
+    if q1 is not None:
+        y = np.ascontiguousarray(rt(y, q1)[shift[0]:, shift[1]:])
+    return rt(y, q2)
 
 
 def bench_time(img: np.ndarray) -> None:
@@ -110,6 +167,8 @@ def bench_time(img: np.ndarray) -> None:
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--images", type=int, default=18, help="how many McMaster images (default all 18)")
+    ap.add_argument("--other", type=int, default=30,
+                    help="images per extra set (Urban100, Sun-Hays); 0 skips them (default 30)")
     args = ap.parse_args(argv)
     images = mcmaster()[:args.images]
     t0 = time.perf_counter()
@@ -126,8 +185,12 @@ def main(argv=None) -> None:
     bench_pairs(images, [(20, 60)], shift=(0, 3))
     bench_pairs(images, [(50, 30)], label="higher QF first ")
 
+    bench_crop_only(images)
+
     bench_singles(images)
     bench_time(images[0][1])
+    if args.other:
+        other_sets(args.other)
     print(f"(bench took {time.perf_counter() - t0:.0f} s)")
 
 

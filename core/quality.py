@@ -272,13 +272,17 @@ def luma(pixels: np.ndarray) -> np.ndarray:
 
 WINDOW = 320            # side of the analysed luma window, a multiple of 8
 MIN_WINDOW = 64         # below this there are too few blocks to trust a minimum
-# First pass over qualities, at all 64 shifts. The dip at the first save's shift
-# is sharp towards lower qualities but stays low for a while towards higher ones,
-# so a 10-step grid still sees it; the second pass fills in single steps.
+# First pass over qualities, at all 64 shifts, to find the shift. The dip at the
+# first save's shift is sharp towards lower qualities but stays low for a while
+# towards higher ones, so a 10-step grid still sees it; the second pass (one shift,
+# single steps) finds the quality.
 COARSE_QFS = (5, 10, 15, 20, 30, 40, 50, 60, 70, 80, 90, 95, 98)
 MAX_FIRST_QF = 90       # a first save above this is near-lossless: not worth a claim
 DIP_MAX = 0.62          # error ratio at the dip must be below this ...
 RISE_MIN = 0.25         # ... and climb back by this much at finer qualities
+DEEP_DIP = 0.2          # a dip this deep needs no climb (a shifted crop with no later save:
+                        # every finer divisor lattice matches too, so the ratio stays low)
+DIP_SLACK = 0.15        # a coarser dip this close to the deepest one is the true quality
 FLAT_MSE = 0.25         # reference re-quantization error (per pixel, QF 50) of a flat window
 
 # The 8x8 orthonormal DCT-II (JPEG's FDCT is this transform).
@@ -367,35 +371,48 @@ def _ratios(err: np.ndarray) -> np.ndarray:
     return ratio
 
 
-def _dip_depth(curve: np.ndarray, qfs) -> float:
-    """Largest climb from a quality <= MAX_FIRST_QF to any finer one.
+def _dip_prominence(curve: np.ndarray, qfs) -> float:
+    """How far the ratio curve falls to a point (QF <= MAX_FIRST_QF) and climbs after it.
 
-    A lattice match is a dip that climbs back towards 1 at finer qualities; a shift
-    half-aligned with the last save has ratios falling steadily instead (depth ~0).
+    A lattice match is a dip: the ratio is ~1 at coarser qualities, drops at the
+    first save's quality and climbs back at finer ones (unless no later save added
+    noise, then it drops further). A shift half-aligned with the last save has
+    ratios falling steadily with quality instead, and a random shift stays near 1.
     """
     best = 0.0
     for i, q in enumerate(qfs):
-        if q <= MAX_FIRST_QF and i + 1 < len(qfs):
-            best = max(best, float(curve[i + 1:].max() - curve[i]))
+        if q > MAX_FIRST_QF:
+            break
+        fall = float(curve[:i].max() - curve[i]) if i else 0.0
+        climb = float(curve[i + 1:].max() - curve[i]) if i + 1 < len(qfs) else 0.0
+        best = max(best, max(fall, 0.0) + max(climb, 0.0))
     return best
 
 
 def _refine(coefs: np.ndarray, shift: int, coarse_qfs, coarse_curve: np.ndarray,
             max_qf: int = 100) -> tuple[int, float]:
-    """Single-step QF of the dip at ``shift``, searched between the coarse neighbours.
+    """Single-step QF of the dip at ``shift``; returns (qf, ratio at the dip).
 
-    Only this shift and a third of its reference class are re-quantized, which keeps
-    the second pass cheap. Returns (qf, ratio at the dip).
+    Coefficients on the lattice of a quality also lie on the lattices of its
+    divisors, i.e. of some finer qualities (QF 25's steps are twice QF 50's), so
+    the coarse pass may find a finer multiple of the true dip. Every quality up to
+    the coarse minimum is therefore searched, and the coarsest clear dip wins.
+    Only this shift and a third of its reference class are re-quantized, which
+    keeps this pass cheap.
     """
     allowed = [i for i, q in enumerate(coarse_qfs) if q <= max_qf]
     i = min(allowed, key=lambda k: coarse_curve[k])
-    lo = coarse_qfs[i - 1] + 1 if i > 0 else 1
     hi = coarse_qfs[i + 1] - 1 if i + 1 < len(coarse_qfs) else 100
-    qfs = list(range(lo, min(hi, max_qf) + 1))
+    qfs = list(range(1, min(hi, max_qf) + 1))
     refs = np.flatnonzero(_CLASS == _REF_CLASS[_CLASS[shift]])
     refs = refs[refs != shift][::3] if len(refs) > 12 else refs[refs != shift]
     err = _requant_error(coefs[np.concatenate([[shift], refs])], qfs)
     curve = err[0] / np.maximum(np.median(err[1:], axis=0), 1e-12)
+    best = float(curve.min())
+    for j, r in enumerate(curve):
+        local_min = (j == 0 or r <= curve[j - 1]) and (j + 1 == len(curve) or r <= curve[j + 1])
+        if local_min and r < DIP_MAX and r <= best + DIP_SLACK:
+            return qfs[j], float(r)
     j = int(np.argmin(curve))
     return qfs[j], float(curve[j])
 
@@ -426,15 +443,21 @@ def _double_jpeg(px: np.ndarray) -> tuple[Optional[Estimate], dict]:
         return None, info
 
     ratio = _ratios(err)
-    depth = np.array([_dip_depth(ratio[s], qfs) if s else -1.0 for s in range(64)])
-    s = int(np.argmax(depth))
+    prominence = np.array([_dip_prominence(ratio[s], qfs) if s else -1.0 for s in range(64)])
+    s = int(np.argmax(prominence))
     qf, dip = _refine(coefs, s, qfs, ratio[s], MAX_FIRST_QF)
     finer = [ratio[s, i] for i, q in enumerate(qfs) if q > qf]
     rise = float(max(finer) - dip) if finer else 0.0
     last_qf, last_ratio = _refine(coefs, 0, qfs, ratio[0])
+    last_visible = last_ratio < DIP_MAX
     info.update(shift=[int(_SHIFTS[s][0]), int(_SHIFTS[s][1])], dip=round(dip, 3), rise=round(rise, 3),
-                candidate_qf=int(qf), last_qf_estimate=int(last_qf), last_ratio=round(last_ratio, 3))
-    if dip < DIP_MAX and rise > RISE_MIN:
+                candidate_qf=int(qf), last_qf_estimate=int(last_qf) if last_visible else None,
+                last_ratio=round(last_ratio, 3))
+    is_dip = dip < DEEP_DIP or (dip < DIP_MAX and rise > RISE_MIN)
+    # A first save finer than a visible last save cannot survive it: the last,
+    # coarser quantization on another grid wipes the finer lattice out. Such a dip
+    # is the last save's own blocking seen from a neighbouring shift.
+    if is_dip and not (last_visible and qf >= last_qf):
         info["found"] = True
         return Estimate(int(qf), "double-jpeg", info), info
     info["found"] = False
@@ -461,6 +484,11 @@ def estimate_quality(pixels, source_path=None, jpeg_settings=None,
     Precedence: a double compression with a lower QF than the file's beats the file;
     else the file; else the double compression (pixels only); else ``predict``;
     else DEFAULT_QF with source ``default``.
+
+    ``details`` (JSON-ready): ``file`` (the file's finding: qf, exact, distance,
+    from; or found False and the reason), ``double_jpeg`` (the search: shift, dip,
+    rise, candidate_qf, last_qf_estimate, found; or the reason it was skipped),
+    ``last_qf`` (the last save's QF, when known) and ``reason`` for the default.
     """
     px = check_pixels(pixels)
     if predict is not None and not callable(predict):
@@ -478,7 +506,7 @@ def estimate_quality(pixels, source_path=None, jpeg_settings=None,
             return Estimate(dbl.qf, "double-jpeg", dict(details, last_qf=file_est.qf))
         return Estimate(file_est.qf, "file", dict(details, last_qf=file_est.qf))
     if dbl is not None:
-        return Estimate(dbl.qf, "double-jpeg", details)
+        return Estimate(dbl.qf, "double-jpeg", dict(details, last_qf=dbl_info["last_qf_estimate"]))
     if predict is not None:
         qf = predict(pixels)
         if isinstance(qf, float) and qf.is_integer():

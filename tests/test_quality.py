@@ -203,6 +203,15 @@ def test_double_jpeg_same_result_for_16bit_float_gray_and_alpha(double_file):
     assert e is not None and abs(e.qf - 10) <= 5
 
 
+def test_jpeg_cropped_off_grid_without_resave(img):
+    # GIMP's usual case: open a JPEG, crop it, filter. The first grid is shifted and
+    # no later save is visible, so the finer divisor lattices match too.
+    px = np.ascontiguousarray(decode(jpeg_bytes(img, 25))[3:, 5:])
+    e = double_jpeg(px)
+    assert e is not None and e.qf == 25 and e.details["shift"] == [5, 3]
+    assert e.details["last_qf_estimate"] is None
+
+
 @pytest.mark.parametrize("qf", [10, 50, 90])
 def test_single_jpeg_is_not_double(img, qf):
     px = decode(jpeg_bytes(img, qf))

@@ -433,20 +433,29 @@ def test_refuses_groups_masks_and_channels(batch, job, words):
 # ------------------------------------------------------------------ the dialog (Xvfb)
 
 SHOT_SCRIPT = r"""#!/bin/sh
-# Runs beside GIMP under Xvfb: waits until the dialog has shown its preview,
-# takes the screenshot, then presses OK (Return).
-LOG=$1; OUT=$2; i=0
-until grep -q "preview shown\|preview failed\|detection failed" "$LOG" 2>/dev/null; do
-    sleep 0.5; i=$((i + 1)); [ $i -gt 400 ] && break
-done
+# Runs beside GIMP under Xvfb, like a user: waits for the dialog's first preview,
+# takes the screenshot, turns Auto off, moves the QF slider up five steps at
+# once (one debounced preview should follow), then presses OK (Alt+O).
+LOG=$1; OUT=$2
+wait_for() {
+    i=0
+    until grep -q "$1" "$LOG" 2>/dev/null; do
+        sleep 0.5; i=$((i + 1)); [ $i -gt 400 ] && return 1
+    done
+}
+wait_for "preview shown\|preview failed\|detection failed"
 sleep 1
 W=$(xdotool search --name "^Remove JPEG Artifacts$" | head -n1)
 import -window "$W" "$OUT/dialog.png"
 date +%s.%N > "$OUT/shot_time"
-xdotool windowfocus --sync "$W" key Return
+xdotool windowfocus --sync "$W" key alt+a
+wait_for "auto False"
+xdotool key alt+q key Up key Up key Up key Up key Up
+wait_for "preview shown.* at QF 15"
+sleep 1
+import -window "$W" "$OUT/dialog_manual.png"
+xdotool windowfocus --sync "$W" key alt+o
 """
-
-
 
 def keys(combo):
     """Press keys in the image window (GIMP's own undo/redo shortcuts)."""
@@ -513,9 +522,21 @@ def test_dialog_shows_detected_qf_and_preview(gui_run):
     assert np.asarray(shot.convert("L")).std() > 20   # not a blank window
 
 
+def test_dialog_manual_slider_updates_the_preview_debounced(gui_run):
+    log = gui_run.plugin_log
+    assert "dialog: auto False, slider sensitive True" in log, log
+    after_toggle = log[log.index("dialog: auto False"):]
+    # Five quick slider steps: one debounced request at the final QF (a request
+    # for the toggle itself may still have been running, and is then cancelled).
+    requests = [l for l in after_toggle.splitlines() if "preview requested" in l]
+    assert requests[-1].endswith("at QF 15") and len(requests) <= 3, requests
+    assert "preview shown for" in after_toggle.split("at QF 15")[-1] or \
+        any(l.endswith("at QF 15") and "shown" in l for l in after_toggle.splitlines())
+
+
 def test_dialog_ok_applies_and_undo_is_one_step(gui_run):
     rec = gui_run.step("dialog", "filter", 0)
-    assert rec["status"] == "success" and rec["values"][:2] == [10, "file"], rec
+    assert rec["status"] == "success" and rec["values"][:2] == [15, "manual"], rec
     size = (500, 500)
     before = raw(gui_run, "before", size=size)
     after = raw(gui_run, "after_ok", size=size)

@@ -519,6 +519,7 @@ class Preview:
         self.pending = True
         if self.job is not None and not self.job.done():
             self.job.cancel()        # _poll starts the new request when it ends
+            log("dialog: cancelled a stale preview request")
         elif self.detecting is None:
             self._start()
         return False
@@ -531,6 +532,7 @@ class Preview:
             return
         qf = self.qf = session.qf()
         self.status.set_text("Updating preview at QF %d ..." % qf)
+        log("dialog: preview requested at QF %d" % qf)
         self.inner = self.region()
         self.job, self.outer, self.original = submit_restore(session, self.inner, qf)
         GLib.timeout_add(50, self._poll)
@@ -598,6 +600,7 @@ def run_dialog(procedure, config, session):
     GimpUi.init("fbcnn_gimp")
     dialog = GimpUi.ProcedureDialog.new(procedure, config, TITLE)
     limit_models(session, config)
+    slider = dialog.get_spin_scale("qf", 1.0)     # a slider rather than a bare spin button
     dialog.fill(["qf", "model", "output", "device"])
     area = dialog.get_content_area()
 
@@ -606,18 +609,21 @@ def run_dialog(procedure, config, session):
     detected.set_max_width_chars(60)
     auto = Gtk.CheckButton.new_with_mnemonic("_Auto: use the detected quality")
     auto.set_active(session.auto())
-    slider = dialog.get_widget("qf", GObject.TYPE_NONE)
     preview = Preview(session, detected)
 
     def on_auto(button):
         # Auto is the qf-mode argument; the slider means something only in manual.
         config.set_property("qf-mode", "auto" if button.get_active() else "manual")
         slider.set_sensitive(not button.get_active())
+        log("dialog: auto %s, slider sensitive %s"
+            % (button.get_active(), slider.get_sensitive()))
         preview.schedule()
 
     auto.connect("toggled", on_auto)
     slider.set_sensitive(not session.auto())
-    for prop in ("qf", "model", "device"):
+    # In Auto the slider only shows the detected QF: moving it changes nothing.
+    config.connect("notify::qf", lambda *_: None if session.auto() else preview.schedule())
+    for prop in ("model", "device"):
         config.connect("notify::" + prop, lambda *_: preview.schedule())
 
     top = Gtk.Box(orientation=Gtk.Orientation.VERTICAL, spacing=4, margin=6)

@@ -1060,7 +1060,9 @@ def make_plan(args, probes: Probes | None = None) -> Plan:
     gimp = [] if args.no_gimp else find_gimp_targets(args.gimp_dir or ())
     krita = [] if args.no_krita else find_krita_targets(args.krita_dir or (), args.kritarc)
     pin, pin_why = (None, "")
-    if any(t.kind != "flatpak" for t in gimp):
+    if args.gimp_python:
+        pin, pin_why = args.gimp_python, "--gimp-python given"
+    elif any(t.kind != "flatpak" for t in gimp):
         pin, pin_why = gimp_interpreter_pin()
     configs = [(frontend_config_path(), False)]
     flatpak_cmds = []
@@ -1704,6 +1706,9 @@ def parse_args(argv=None):
     p.add_argument("--krita-dir", action="append", metavar="DIR", help="also install into this Krita "
                    "resource folder, the one holding pykrita/ (repeatable)")
     p.add_argument("--kritarc", help="the kritarc to enable the plug-in in (default: the platform's)")
+    p.add_argument("--gimp-python", metavar="PYTHON", help="make GIMP run Python plug-ins with this "
+                   "python3 (written to the profile's interpreters/python3.interp; by default only "
+                   "when the python3 on PATH cannot load GIMP 3's bindings)")
     p.add_argument("--no-gimp", action="store_true", help="skip GIMP")
     p.add_argument("--no-krita", action="store_true", help="skip Krita")
     return p.parse_args(argv)

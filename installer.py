@@ -822,6 +822,8 @@ def choose_torch(requested: str, index_override: str | None, base_python: str,
         if suits and index_override:
             why += ", but --torch-index-url asks for a fresh install"
         reasons.append(why + f": pip installs torch from {index or 'PyPI'}")
+        if not base:
+            reasons.append("(a Python that already has torch can be reused instead: --python PATH)")
     return TorchChoice(kind, index, reuse, reasons, base)
 
 
@@ -1378,7 +1380,7 @@ def install(plan: Plan, args) -> int:
     make_dirs(manifest.path.parent, manifest)
     manifest.data["repo"] = str(REPO)
     manifest.save()
-    summary = {"installed": [], "problems": [], "notes": []}
+    summary = {"installed": [], "problems": []}
 
     step("Virtual environment")
     vpy = ensure_venv(plan, manifest)

@@ -1211,7 +1211,9 @@ def install_torch(vpy: Path, plan: Plan) -> None:
     if plan.torch.index_url:
         cmd += ["--index-url", plan.torch.index_url]
     if info.get("torch"):
-        cmd += ["--upgrade", "--force-reinstall", "--no-deps"]
+        # Replace the unfitting build (maybe the base's, seen through system site-packages)
+        # together with its dependencies: a CUDA build needs its nvidia-* wheels.
+        cmd += ["--upgrade", "--force-reinstall"]
     if run_shown(cmd, env=pip_env()) != 0:
         raise SystemExit("Installing torch failed (see pip's message above). Choose another build "
                          "with --torch cpu|cuda|rocm|mps or give --torch-index-url.")

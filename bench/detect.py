@@ -98,7 +98,7 @@ def bench_singles(images, qfs=SINGLES, label="single JPEGs") -> None:
     dip, rise, q = min(closest)
     print(f"  closest single: dip {dip} (claims need < {quality.DIP_MAX}), rise {rise}, QF {q}")
     png = sum(quality.double_jpeg(img) is not None for _, img in images)
-    print(f"uncompressed PNGs: claimed double {png}/{len(images)}")
+    print(f"{label}: the uncompressed originals, claimed double {png}/{len(images)}")
 
 
 def bench_crop_only(images, qf=25, shift=(3, 5)) -> None:
@@ -132,7 +132,7 @@ def other_sets(n: int) -> None:
         for p in sun:
             px = np.asarray(Image.open(p).convert("RGB"))
             e = quality.estimate_quality(px, source_path=p)
-            exact += e.source == "file" and e.qf == 75 and e.details["exact"]
+            exact += e.source == "file" and e.qf == 75 and e.details["file"]["exact"]
             claims += e.details["double_jpeg"].get("found", False)
         print(f"Sun-Hays80 photos as released (q75) x {len(sun)}: file QF 75 exact {exact}, "
               f"double claimed {claims}")

@@ -190,7 +190,8 @@ def _read_tables(path) -> tuple[Optional[tuple], str]:
     """(luma table, chroma table or None) of a JPEG file, or None and why not."""
     try:
         with Image.open(path) as im:
-            if im.format != "JPEG":
+            # Cameras' multi-picture files open as MPO, a JPEG with extra frames.
+            if im.format not in ("JPEG", "MPO"):
                 return None, f"not a JPEG file ({im.format or 'unknown format'})"
             q = dict(getattr(im, "quantization", None) or {})
             # im.layer maps each component to its table: (id, h, v, table index).

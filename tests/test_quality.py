@@ -98,6 +98,14 @@ def test_gray_jpeg_has_one_table(tmp_path, img):
     assert (e.qf, e.details["exact"]) == (63, True)
 
 
+def test_camera_mpo_file_is_read_as_jpeg(tmp_path, small):
+    p = tmp_path / "camera.jpg"
+    Image.fromarray(small).save(p, "MPO", save_all=True, append_images=[Image.fromarray(small)], quality=44)
+    assert Image.open(p).format == "MPO"
+    e = file_quality(p)
+    assert (e.qf, e.details["exact"]) == (44, True)
+
+
 def test_gimp_parasite_without_tables(img):
     # What GIMP attaches to a Pillow quality-37 file: the tables are IJG, so none stored.
     parasite = bytes([3, 37, 3, 0, 2, 2, 1, 1, 1, 1])
@@ -182,9 +190,13 @@ def test_double_jpeg_wins_over_the_file(double_file):
 
 
 def test_double_jpeg_pixels_only_and_last_save(double_file):
-    e = double_jpeg(decode(double_file.read_bytes()))
+    px = decode(double_file.read_bytes())
+    e = double_jpeg(px)
     assert e.source == "double-jpeg" and abs(e.qf - 10) <= 5
     assert abs(e.details["last_qf_estimate"] - 50) <= 5
+    # Without a file the double-JPEG check decides before the network.
+    e = estimate_quality(px, predict=no_predict)
+    assert e.source == "double-jpeg" and abs(e.qf - 10) <= 5 and abs(e.details["last_qf"] - 50) <= 5
 
 
 def test_double_jpeg_same_result_for_16bit_float_gray_and_alpha(double_file):

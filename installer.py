@@ -1196,25 +1196,33 @@ def stage_project(dest: Path) -> Path:
     return dest
 
 
-def install_torch(vpy: Path, plan: Plan) -> None:
-    info = venv_info(vpy)
-    if info.get("torch"):
-        suits, why = base_torch_suits(plan.torch.kind, {"version": info["torch"],
-                                                         "cuda": info.get("cuda_build"),
-                                                         "hip": info.get("hip_build"),
-                                                         "mps": plan.torch.kind == "mps"})
-        if suits:
-            say(f"  torch {info['torch']} is already usable in the venv ({info.get('torch_file')})")
-            return
-        say(f"  torch {info['torch']} in the venv does not fit: {why}")
+def venv_torch_fits(kind: str, info: dict) -> tuple:
+    """(fits, why) for the torch the venv imports now (its own or the base's)."""
+    if not info.get("torch"):
+        return False, "the venv has no torch"
+    return base_torch_suits(kind, {"version": info["torch"], "cuda": info.get("cuda_build"),
+                                   "hip": info.get("hip_build"), "mps": kind == "mps"})
+
+
+def torch_install_cmd(vpy: Path, choice: TorchChoice, replacing: bool) -> list:
     cmd = pip_cmd(vpy, TORCH_REQ)
-    if plan.torch.index_url:
-        cmd += ["--index-url", plan.torch.index_url]
-    if info.get("torch"):
+    if choice.index_url:
+        cmd += ["--index-url", choice.index_url]
+    if replacing:
         # Replace the unfitting build (maybe the base's, seen through system site-packages)
         # together with its dependencies: a CUDA build needs its nvidia-* wheels.
         cmd += ["--upgrade", "--force-reinstall"]
-    if run_shown(cmd, env=pip_env()) != 0:
+    return cmd
+
+
+def install_torch(vpy: Path, plan: Plan) -> None:
+    info = venv_info(vpy)
+    fits, why = venv_torch_fits(plan.torch.kind, info)
+    if fits:
+        say(f"  torch {info['torch']} is already usable in the venv ({info.get('torch_file')})")
+        return
+    say(f"  {why}" if not info.get("torch") else f"  torch {info['torch']} in the venv does not fit: {why}")
+    if run_shown(torch_install_cmd(vpy, plan.torch, bool(info.get("torch"))), env=pip_env()) != 0:
         raise SystemExit("Installing torch failed (see pip's message above). Choose another build "
                          "with --torch cpu|cuda|rocm|mps or give --torch-index-url.")
 

@@ -750,3 +750,24 @@ def test_check_reports_a_missing_install(fake_home, monkeypatch, capsys):
     out = capsys.readouterr().out
     assert "frontend.json" in out and "Problems found:" in out and "again repairs" in out
     assert snapshot(fake_home) == before
+
+
+def test_torch_install_command_per_choice(monkeypatch):
+    monkeypatch.setattr(sys, "platform", "linux")
+    vpy = Path("/v/bin/python")
+    cpu_venv = {"torch": "2.13.0+cpu", "cuda_build": None, "hip_build": None}
+    assert installer.venv_torch_fits("cpu", cpu_venv)[0]
+    assert not installer.venv_torch_fits("cuda", cpu_venv)[0]
+    assert not installer.venv_torch_fits("cpu", {})[0]
+    assert installer.venv_torch_fits("cuda", {"torch": "2.13.0+cu128", "cuda_build": "12.8"})[0]
+    nv = (True, "12.8", "nvidia-smi sees a GPU")
+    cuda = installer.choose_torch("auto", None, "py", FakeProbes(nvidia=nv, base=CPU_TORCH))
+    cmd = [str(c) for c in installer.torch_install_cmd(vpy, cuda, replacing=True)]
+    assert cmd[:4] == [str(vpy), "-m", "pip", "install"]
+    assert "torch>=2.0,<3" in cmd and "--no-cache-dir" in cmd
+    assert cmd[cmd.index("--index-url") + 1] == "https://download.pytorch.org/whl/cu128"
+    assert "--force-reinstall" in cmd and "--no-deps" not in cmd  # CUDA needs its nvidia-* deps
+    monkeypatch.setattr(sys, "platform", "darwin")
+    mps = installer.choose_torch("auto", None, "py", FakeProbes(machine="arm64"))
+    cmd = [str(c) for c in installer.torch_install_cmd(vpy, mps, replacing=False)]
+    assert "--index-url" not in cmd and "--force-reinstall" not in cmd

@@ -6,7 +6,6 @@ Debian 13, a cached Debian 13 chroot on Debian 12); tests/run.sh runs it first.
 """
 import json
 import os
-import pathlib
 import sys
 import warnings
 

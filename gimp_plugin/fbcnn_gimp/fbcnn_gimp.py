@@ -226,7 +226,7 @@ def open_worker():
     except ImportError:
         raise Refused("The FBCNN worker client (fbcnn_client.py) is missing next to "
                       "the plug-in. Run the FBCNN installer (python installer.py) again.")
-    return fbcnn_client, fbcnn_client.Worker()
+    return fbcnn_client.Worker()
 
 
 def advice(error):
@@ -258,7 +258,7 @@ class Session:
         self.image, self.drawable, self.config = image, drawable, config
         self.fmt = PixelFormat(drawable)
         self.hints = qf_hints(image)
-        self.client, self.worker = open_worker()
+        self.worker = open_worker()
         self.estimates = {}
         self._hello = None
 
@@ -377,6 +377,7 @@ def write_back(image, drawable, inner, fmt, pixels, new_layer):
     """Through the shadow buffer, so GIMP blends by the selection (feathering
     included) and records one undo step named for the filter."""
     image.undo_group_start()
+    target = None
     try:
         target = result_layer(image, drawable) if new_layer else drawable
         shadow = target.get_shadow_buffer()
@@ -384,6 +385,10 @@ def write_back(image, drawable, inner, fmt, pixels, new_layer):
         shadow.flush()
         target.merge_shadow(True)
         target.update(inner.x, inner.y, inner.w, inner.h)
+    except Exception:
+        if new_layer and target is not None:
+            image.remove_layer(target)   # no half-made result left behind
+        raise
     finally:
         image.undo_group_end()
     Gimp.displays_flush()

@@ -14,7 +14,7 @@ import traceback
 import gi
 gi.require_version("Gimp", "3.0")
 gi.require_version("Gegl", "0.4")
-from gi.repository import Gimp, Gegl, Gio, GLib
+from gi.repository import Gimp, Gegl, Gio
 
 PROC = "plug-in-fbcnn-remove-jpeg-artifacts"
 PRECISIONS = {

@@ -390,7 +390,27 @@ def _dip_prominence(curve: np.ndarray, qfs) -> float:
     return best
 
 
-def _refine(coefs: np.ndarray, shift: int, coarse_qfs, coarse_curve: np.ndarray,
+class _Errors:
+    """Re-quantization errors per (shift, QF), computed once per analysed window.
+
+    The second pass looks at the candidate shift and at shift 0 against the same
+    reference shifts over overlapping qualities; sharing them halves its cost.
+    """
+
+    def __init__(self, coefs: np.ndarray):
+        self.coefs = coefs
+        self.known: dict[tuple[int, int], float] = {}
+
+    def get(self, shifts, qfs) -> np.ndarray:
+        for s in shifts:
+            todo = [q for q in qfs if (s, q) not in self.known]
+            if todo:
+                for q, e in zip(todo, _requant_error(self.coefs[s:s + 1], todo)[0]):
+                    self.known[(s, q)] = float(e)
+        return np.array([[self.known[(s, q)] for q in qfs] for s in shifts])
+
+
+def _refine(errors: _Errors, shift: int, coarse_qfs, coarse_curve: np.ndarray,
             max_qf: int = 100) -> tuple[int, float]:
     """Single-step QF of the dip at ``shift``; returns (qf, ratio at the dip).
 
@@ -407,7 +427,7 @@ def _refine(coefs: np.ndarray, shift: int, coarse_qfs, coarse_curve: np.ndarray,
     qfs = list(range(1, min(hi, max_qf) + 1))
     refs = np.flatnonzero(_CLASS == _REF_CLASS[_CLASS[shift]])
     refs = refs[refs != shift][::3] if len(refs) > 12 else refs[refs != shift]
-    err = _requant_error(coefs[np.concatenate([[shift], refs])], qfs)
+    err = errors.get([shift] + [int(r) for r in refs], qfs)
     curve = err[0] / np.maximum(np.median(err[1:], axis=0), 1e-12)
     best = float(curve.min())
     for j, r in enumerate(curve):
@@ -446,10 +466,11 @@ def _double_jpeg(px: np.ndarray) -> tuple[Optional[Estimate], dict]:
     ratio = _ratios(err)
     prominence = np.array([_dip_prominence(ratio[s], qfs) if s else -1.0 for s in range(64)])
     s = int(np.argmax(prominence))
-    qf, dip = _refine(coefs, s, qfs, ratio[s], MAX_FIRST_QF)
+    errors = _Errors(coefs)
+    qf, dip = _refine(errors, s, qfs, ratio[s], MAX_FIRST_QF)
     finer = [ratio[s, i] for i, q in enumerate(qfs) if q > qf]
     rise = float(max(finer) - dip) if finer else 0.0
-    last_qf, last_ratio = _refine(coefs, 0, qfs, ratio[0])
+    last_qf, last_ratio = _refine(errors, 0, qfs, ratio[0])
     last_visible = last_ratio < DIP_MAX
     info.update(shift=[int(_SHIFTS[s][0]), int(_SHIFTS[s][1])], dip=round(dip, 3), rise=round(rise, 3),
                 candidate_qf=int(qf), last_qf_estimate=int(last_qf) if last_visible else None,

@@ -13,7 +13,6 @@ import argparse
 import os
 import tempfile
 import time
-import zlib
 
 import numpy as np
 import torch
@@ -22,21 +21,7 @@ from core import engine as engine_mod
 from core.engine import Engine
 from core.network import FBCNN, build
 from core.weights import COMPACT_CONFIG, status
-
-
-def det_init_v2(k, shape, S=1.0):
-    """The reference spec's deterministic weights (../shared/reference/fbcnn/README.md)."""
-    n = int(np.prod(shape))
-    M = np.uint64(0xFFFFFFFF)
-    h = (np.arange(n, dtype=np.uint64) * np.uint64(0x9E3779B1) + np.uint64(zlib.crc32(k.encode()))) & M
-    h ^= h >> np.uint64(16)
-    h = (h * np.uint64(0x85EBCA6B)) & M
-    h ^= h >> np.uint64(13)
-    h = (h * np.uint64(0xC2B2AE35)) & M
-    h ^= h >> np.uint64(16)
-    base = h.astype(np.float64) / 4294967296.0 * 2.0 - 1.0
-    v = S * base / np.sqrt(n / shape[0]) if len(shape) >= 2 else 0.05 * base
-    return torch.from_numpy(v.astype(np.float32).reshape(shape))
+from tests.det_init import det_init_v2
 
 
 def reset_peak():
@@ -81,7 +66,7 @@ def main(argv=None):
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU bf16: {engine_mod.cpu_has_bf16()}, "
           f"default precision: {engine_mod.pick_dtype('cpu')}")
     full = FBCNN().eval()
-    full.load_state_dict({k: det_init_v2(k, tuple(v.shape)) for k, v in full.state_dict().items()})
+    full.load_state_dict({k: torch.from_numpy(det_init_v2(k, tuple(v.shape), 1.0)) for k, v in full.state_dict().items()})
     tmp = tempfile.mkdtemp()
     full_path = os.path.join(tmp, "full_det.pth")
     torch.save(full.state_dict(), full_path)

@@ -16,3 +16,14 @@ def shared_path(*parts) -> pathlib.Path:
         warnings.warn(msg)
         pytest.skip(msg)
     return p
+
+
+@pytest.fixture(scope="session")
+def random_model_path(tmp_path_factory):
+    """A compact-architecture model with random weights: real inference, no training needed."""
+    import torch
+    from core import network, weights
+    torch.manual_seed(0)
+    p = tmp_path_factory.mktemp("model") / "compact_random.pth"
+    torch.save(network.build(weights.COMPACT_CONFIG).state_dict(), p)
+    return str(p)

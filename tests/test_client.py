@@ -11,21 +11,16 @@ import time
 
 import numpy as np
 import pytest
-import torch
 
-from core import client, network, weights
+from core import client, weights
 from core.client import Worker, WorkerError, pixel_format
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
-def model_path(tmp_path_factory):
-    """A compact-architecture model with random weights: real inference, no training needed."""
-    torch.manual_seed(0)
-    p = tmp_path_factory.mktemp("model") / "compact_random.pth"
-    torch.save(network.build(weights.COMPACT_CONFIG).state_dict(), p)
-    return str(p)
+def model_path(random_model_path):
+    return random_model_path
 
 
 @pytest.fixture(scope="module")

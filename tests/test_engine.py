@@ -8,7 +8,6 @@ from PIL import Image
 
 from core import engine, tiling, weights
 from core.engine import Engine
-from core.network import build
 
 
 def blocky(h=200, w=232, qf=15, seed=0, gray=False):
@@ -25,14 +24,9 @@ def blocky(h=200, w=232, qf=15, seed=0, gray=False):
 
 
 @pytest.fixture(scope="module")
-def model_path(tmp_path_factory):
+def model_path(random_model_path):
     """The bundled model when it exists, else a randomly initialised one of the same shape."""
-    if weights.status("compact") == "bundled":
-        return "compact"
-    torch.manual_seed(0)
-    p = tmp_path_factory.mktemp("m") / "random_compact.pth"
-    torch.save(build(weights.COMPACT_CONFIG).state_dict(), p)
-    return str(p)
+    return "compact" if weights.status("compact") == "bundled" else random_model_path
 
 
 @pytest.fixture(scope="module")

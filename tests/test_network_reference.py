@@ -1,6 +1,5 @@
 """Our FBCNN reproduces the official network's reference outputs (../shared/reference/fbcnn)."""
 import json
-import zlib
 
 import numpy as np
 import pytest
@@ -8,29 +7,7 @@ import torch
 
 from core.network import FBCNN, Config, config_from_state_dict
 from tests.conftest import shared_path
-
-
-def det_init_v1(k, shape, S):
-    n = int(np.prod(shape))
-    idx = np.arange(n, dtype=np.float64)
-    phase = (zlib.crc32(k.encode("utf-8")) % 10007) / 10007 * 2 * np.pi
-    base = np.sin(idx * 0.61803398875 + phase)
-    value = S * base / np.sqrt(n / shape[0]) if len(shape) >= 2 else 0.05 * base
-    return value.astype(np.float32).reshape(shape)
-
-
-def det_init_v2(k, shape, S):
-    n = int(np.prod(shape))
-    M = np.uint64(0xFFFFFFFF)
-    h = (np.arange(n, dtype=np.uint64) * np.uint64(0x9E3779B1) + np.uint64(zlib.crc32(k.encode("utf-8")))) & M
-    h ^= h >> np.uint64(16)
-    h = (h * np.uint64(0x85EBCA6B)) & M
-    h ^= h >> np.uint64(13)
-    h = (h * np.uint64(0xC2B2AE35)) & M
-    h ^= h >> np.uint64(16)
-    base = h.astype(np.float64) / 4294967296.0 * 2.0 - 1.0
-    value = S * base / np.sqrt(n / shape[0]) if len(shape) >= 2 else 0.05 * base
-    return value.astype(np.float32).reshape(shape)
+from tests.det_init import det_init_v1, det_init_v2
 
 
 SPECS = {"det-init-v1": (det_init_v1, 3.0, "", 1e-4), "det-init-v2": (det_init_v2, 1.0, "det-init-v2/", 2e-5)}

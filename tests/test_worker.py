@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from core import network, weights
+from core import weights
 from core.client import read_frame, write_frame
 from core.worker import apply_mask, blend, from_canonical, to_canonical
 
@@ -24,12 +24,8 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
-def model_path(tmp_path_factory):
-    """A compact-architecture model with random weights: real inference, no training needed."""
-    torch.manual_seed(0)
-    p = tmp_path_factory.mktemp("model") / "compact_random.pth"
-    torch.save(network.build(weights.COMPACT_CONFIG).state_dict(), p)
-    return str(p)
+def model_path(random_model_path):
+    return random_model_path
 
 
 class RawWorker:

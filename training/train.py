@@ -72,7 +72,8 @@ def main(argv=None):
     ap.add_argument("--iters", type=int, default=16000)
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--patch", type=int, default=96)
-    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--lr", type=float, default=5e-4)
+    ap.add_argument("--clip", type=float, default=0.5)
     ap.add_argument("--qf-weight", type=float, default=0.1)
     ap.add_argument("--p-double", type=float, default=0.3)
     ap.add_argument("--val-every", type=int, default=500)
@@ -105,6 +106,7 @@ def main(argv=None):
     val = load_val()
     print(f"{len(images)} training images; {len(val)} validation crops")
     t0, running = time.time(), []
+    best = float("-inf")
     for it in range(start, a.iters):
         for g in opt.param_groups:
             g["lr"] = lr_at(it, a.iters, a.lr)
@@ -114,7 +116,11 @@ def main(argv=None):
         loss = F.l1_loss(y.float(), gt) + a.qf_weight * F.l1_loss(q.float(), qf)
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        opt.step()
+        # bf16 backward at lr 1e-3 once blew up (loss 86 by iteration 1000): clip, and skip
+        # any step whose gradient is not finite.
+        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), a.clip)
+        if torch.isfinite(norm):
+            opt.step()
         running.append(loss.item())
         done = it + 1
         if done % a.val_every == 0 or done == a.iters:
@@ -130,6 +136,10 @@ def main(argv=None):
                        ckpt_path.with_suffix(".tmp"))
             ckpt_path.with_suffix(".tmp").replace(ckpt_path)
             torch.save(model.state_dict(), a.out / "compact_latest.pth")
+            score = rec["gain_qf10"] + rec["gain_qf30"]
+            if score > best:
+                best = score
+                torch.save(model.state_dict(), a.out / "compact_best.pth")
 
 
 if __name__ == "__main__":

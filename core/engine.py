@@ -264,7 +264,10 @@ class Engine:
         warns = list(self._device_warnings)
 
         if qf is None or qf == "auto":
-            est = self._estimate(pixels, net, image, source_path, jpeg_settings)
+            # The double-JPEG search assumes pixel [0, 0] sits on the last save's 8x8 grid.
+            ox, oy = (int(v) for v in origin)
+            on_grid = pixels[(-oy) % 8:, (-ox) % 8:] if min(pixels.shape[:2]) > 8 else pixels
+            est = self._estimate(on_grid, net, image, source_path, jpeg_settings)
             qf_used, qf_detected, source, details = est.qf, est.qf, est.source, dict(est.details)
         else:
             qf_used, qf_detected, source, details = int(qf), None, "manual", {}

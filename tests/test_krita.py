@@ -109,16 +109,11 @@ def write_configs(work):
     return good, broken, work / "frontend-missing.json", crash
 
 
-def model_choice(work):
+def model_choice(request):
     """The trained bundled model when present, else random weights (development)."""
     if TRAINED.is_file():
         return "compact"
-    import torch
-    from core import network, weights
-    torch.manual_seed(0)
-    path = work / "random_compact.pth"
-    torch.save(network.build(weights.COMPACT_CONFIG).state_dict(), path)
-    return str(path)
+    return request.getfixturevalue("random_model_path")
 
 
 # ------------------------------------------------------------------ the job
@@ -226,13 +221,13 @@ def build_steps(work, model, configs):
 
 
 @pytest.fixture(scope="module")
-def krita(tmp_path_factory):
+def krita(tmp_path_factory, request):
     why = kh.why_not_available()
     if why:
         loud_skip(f"Krita tests need a real Krita: {why}")
     work = tmp_path_factory.mktemp("krita")
     prepare_inputs(work)
-    model = model_choice(work)
+    model = model_choice(request)
     configs = write_configs(work)
     (work / "models").mkdir()
     # A short path: the profile's runtime dir must stay under the socket path limit.

@@ -453,6 +453,11 @@ xdotool key alt+q key Up key Up key Up key Up key Up
 wait_for "preview shown.* at QF 15"
 sleep 1
 import -window "$W" "$OUT/dialog_manual.png"
+# Click the navigator's top-left corner: the preview moves there.
+X=$(grep -o "navigator at [0-9]*,[0-9]*" "$LOG" | tail -n1 | sed 's/.* //')
+xdotool mousemove "$(( ${X%,*} + 3 ))" "$(( ${X#*,} + 3 ))" click 1
+wait_for "preview shown for Region(0, 0,"
+sleep 1
 xdotool windowfocus --sync "$W" key alt+o
 """
 
@@ -492,6 +497,7 @@ def gui_run(host, work, model_args):
                       binds=[work] + ([core_path] if core_path else []))
     sys.stderr.write(f"\n[gimp] GIMP with UI under Xvfb ran the dialog job in "
                      f"{run.seconds:.1f} s\n")
+    (gui / "gimp.log").write_text(run.log())
     run.dir = gui
     run.plugin_log = (gui / "plugin.log").read_text() if (gui / "plugin.log").exists() else ""
     if os.environ.get("FBCNN_UPDATE_SCREENSHOT") and (gui / "dialog.png").exists():
@@ -531,6 +537,11 @@ def test_dialog_manual_slider_updates_the_preview_debounced(gui_run):
     assert requests[-1].endswith("at QF 15") and len(requests) <= 3, requests
     assert "preview shown for" in after_toggle.split("at QF 15")[-1] or \
         any(l.endswith("at QF 15") and "shown" in l for l in after_toggle.splitlines())
+
+
+def test_dialog_navigator_moves_the_preview(gui_run):
+    log = gui_run.plugin_log
+    assert "preview shown for Region(0, 0, 200, 200) at QF 15" in log, log
 
 
 def test_dialog_ok_applies_and_undo_is_one_step(gui_run):

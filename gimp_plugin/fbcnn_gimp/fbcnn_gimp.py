@@ -434,7 +434,7 @@ class Preview:
     def _layout(self):
         frame = Gtk.Frame(label="Preview (100%)")
         grid = Gtk.Grid(column_spacing=8, row_spacing=4, margin=6)
-        nav_box = Gtk.EventBox()
+        nav_box = self.nav_box = Gtk.EventBox()
         nav_box.add(self.navigator)
         nav_box.connect("button-press-event", self._on_nav)
         nav_box.connect("motion-notify-event", self._on_nav)
@@ -513,6 +513,13 @@ class Preview:
         data = read_pixels(self.session.drawable, r, self.session.fmt.babl)
         self.before.set_from_pixbuf(to_display(data, r, self.session.fmt))
 
+    def log_geometry(self):
+        """Where the navigator sits on the screen (for scripted UI tests)."""
+        window = self.nav_box.get_window()
+        if window is not None:
+            origin = window.get_origin()
+            log("dialog: navigator at %d,%d" % (origin[-2], origin[-1]))
+
     # Requests: debounced; a newer one cancels the stale one in flight.
     def schedule(self):
         if self.timer is not None:
@@ -561,6 +568,7 @@ class Preview:
             self.after.set_from_pixbuf(to_display(pixels, self.inner, self.session.fmt))
             self.status.set_text("Preview: same engine, grid and QF as the final run.")
             log("dialog: preview shown for %r at QF %d" % (self.inner, self.qf))
+            self.log_geometry()
         return False
 
     # The QF, detected once per image (and model) in the background.

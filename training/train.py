@@ -81,6 +81,8 @@ def main(argv=None):
     ap.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=True)
     ap.add_argument("--out", type=pathlib.Path, default=ROOT / "training" / "run")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--init", type=pathlib.Path, default=None,
+                    help="start from these weights (e.g. core/models/fbcnn_compact.pth) when no checkpoint exists")
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
     a.out.mkdir(parents=True, exist_ok=True)
@@ -94,6 +96,9 @@ def main(argv=None):
     opt = torch.optim.Adam(model.parameters(), lr=a.lr)
     rng = random.Random(a.seed)
     start, spent = 0, 0.0
+    if a.init is not None and not ckpt_path.exists():
+        model.load_state_dict(torch.load(a.init, map_location="cpu", weights_only=True))
+        print(f"initialised from {a.init}")
     if ckpt_path.exists():
         ck = torch.load(ckpt_path, weights_only=False)
         model.load_state_dict(ck["model"])

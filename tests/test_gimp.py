@@ -3,6 +3,10 @@
 All batch jobs share ONE GIMP start (module fixture `batch`); each test asserts
 on the pixels its job dumped. tests/hosts/setup_gimp.sh installs GIMP 3 (apt on
 Debian 13, a cached Debian 13 chroot on Debian 12); tests/run.sh runs it first.
+
+Environment: FBCNN_UPDATE_SCREENSHOT=1 copies the dialog screenshot into
+docs/gimp-dialog.png; FBCNN_TEST_CORE_PATH points the worker at another copy of
+the `core` package (default: this checkout).
 """
 import json
 import os

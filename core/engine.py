@@ -19,7 +19,7 @@ GRAY_MODELS = ("fbcnn_gray", "fbcnn_gray_double")
 QF_WINDOWS = 9
 QF_WINDOW_SIZE = 256
 OVERLAP = 64
-CPU_MEMORY_BUDGET = 1.5e9  # bytes of activations per tile; keeps a 24 MP run under 3 GB
+CPU_MEMORY_BUDGET = 1.0e9  # bytes of activations per tile; keeps a 24 MP run under 3 GB
 # bf16 on CPU is the default only where it was measured to cost <= 0.05 dB (bench/quality.py).
 CPU_BF16_DEFAULT = True
 # channels_last on the CPU: measured by bench/speed.py (see README, Performance).
@@ -224,12 +224,17 @@ class Engine:
         return color + (out - luma(color))
 
     def default_tile(self, model: torch.nn.Module, device: str) -> int:
-        nc0 = model.config.nc[0]
+        """The largest grid-aligned tile whose activations fit the device's budget.
+
+        Measured on the CPU: about 16 live full-resolution feature maps of width nc[0]
+        per pixel. Large tiles matter: overlap is recomputed work.
+        """
         budget = CPU_MEMORY_BUDGET
         if device == "cuda":
             free, _ = torch.cuda.mem_get_info()
             budget = 0.5 * free
-        side = int(math.sqrt(budget / (nc0 * 4 * 40)))
+        element = 4 if pick_dtype(device, self.precision) is None else 2
+        side = int(math.sqrt(budget / (model.config.nc[0] * element * 16)))
         return int(min(2048, max(tiling.MIN_TILE, side // 64 * 64)))
 
     def _prepare(self, pixels: np.ndarray, model: str):

@@ -26,7 +26,7 @@ from core.network import Config, FBCNN, build, config_from_state_dict
 COMPACT_CONFIG = Config(in_nc=3, out_nc=3, nc=(16, 32, 64, 128), nb=2, qf_nc=64, residual=True)
 
 # The bundled compact model's sha256; training/README.md says how the file was made.
-COMPACT_SHA256: str | None = "689c1135dc2b517d1f8d159c03b5de4df7fb2085e66df8acdc88bf88a97469f0"
+COMPACT_SHA256: str | None = "0e680232589cfe5f655c53ec47d5bf7e1edcc54d555854ca190e0ce3c2357798"
 
 _RELEASE = "https://github.com/jiaxi-jiang/FBCNN/releases/download/v1.0/"
 PACKAGE_MODELS = pathlib.Path(__file__).resolve().parent / "models"

@@ -298,7 +298,7 @@ def test_auto_improves_psnr_over_gimps_decode(batch):
 
 
 @pytest.mark.xfail(reason="issue 3 is open: the bundled compact model is under-trained "
-                          "(+0.46 dB on this image); this is the issue-4 bar it must reach",
+                          "(README, Quality); this is the issue-4 bar it must reach",
                    strict=False)
 def test_auto_raises_psnr_by_1db(batch):
     gain = psnr_gain_over_gimps_decode(batch)

@@ -336,7 +336,7 @@ def test_auto_improves_psnr_over_kritas_decode(krita):
 
 
 @pytest.mark.xfail(reason="issue 3 is open: the bundled compact model is under-trained "
-                          "(+0.46 dB on this image); this is the issue-5 bar it must reach",
+                          "(README, Quality); this is the issue-5 bar it must reach",
                    strict=False)
 def test_auto_raises_psnr_by_1db_over_kritas_decode(krita):
     assert psnr_gain_over_kritas_decode(krita) >= 1.0

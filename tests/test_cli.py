@@ -8,6 +8,7 @@ import http.server
 import json
 import os
 import subprocess
+import shutil
 import sys
 import threading
 
@@ -16,7 +17,7 @@ import pytest
 import torch
 from PIL import Image, ImageCms
 
-from core import cli, images
+from core import cli, images, weights
 from core.network import Config, build
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -206,7 +207,8 @@ def test_models_and_download(tmp_path, server, model_file):
     server.files["/tiny.pth"] = data
     bundled = tmp_path / "pkg"
     bundled.mkdir()
-    (bundled / "fbcnn_compact.pth").write_bytes(data)
+    # The real bundled file: its sha256 is pinned in the registry.
+    shutil.copy(weights.PACKAGE_MODELS / "fbcnn_compact.pth", bundled / "fbcnn_compact.pth")
     (tmp_path / "cache").mkdir()
     (tmp_path / "cache" / "fbcnn_gray.pth").write_bytes(b"not the real thing")
     prelude = REGISTER.format(bundled=str(bundled), url=server.url + "/tiny.pth", size=len(data),

@@ -1152,8 +1152,8 @@ def ensure_venv(plan: Plan, manifest: Manifest) -> Path:
         manifest.add_tree(plan.venv)
     manifest.save()
     if run_shown(cmd) != 0:
-        raise SystemExit(f"Creating the virtual environment failed. On Debian/Ubuntu the base "
-                         f"Python may need `apt install python3-venv`; or pass --python.")
+        raise SystemExit("Creating the virtual environment failed. On Debian/Ubuntu the base "
+                         "Python may need `apt install python3-venv`; or pass --python.")
     manifest.add_tree(plan.venv)
     return vpy
 
@@ -1327,7 +1327,7 @@ def install_gimp(target: Target, plan: Plan, manifest: Manifest) -> list:
 
 def install_krita(target: Target, plan: Plan, manifest: Manifest) -> list:
     pykrita = target.root / "pykrita"
-    files = copy_tree(plan.sources["krita_dir"], target.plugin_dir, manifest)
+    copy_tree(plan.sources["krita_dir"], target.plugin_dir, manifest)
     shutil.copy2(plan.sources["client"], target.client_path)
     manual = plan.sources["krita_desktop"].parent / "Manual.html"
     if manual.is_file():
@@ -1412,23 +1412,17 @@ def install(plan: Plan, args) -> int:
         say("  nothing to download (" + plan.models_why + ")")
     manifest.save()
 
-    step("GIMP plug-in")
-    if not plan.gimp:
-        say("  no GIMP 3 profile found; skipped (use --gimp-dir)")
-    for t in plan.gimp:
-        for n in install_gimp(t, plan, manifest):
-            say(f"  {n}")
-        summary["installed"].append(f"GIMP 3{t.label():10}{t.plugin_dir}")
-        manifest.save()
-
-    step("Krita plug-in")
-    if not plan.krita:
-        say("  no Krita resource folder found; skipped (use --krita-dir)")
-    for t in plan.krita:
-        for n in install_krita(t, plan, manifest):
-            say(f"  {n}")
-        summary["installed"].append(f"Krita{t.label():11}{t.plugin_dir}")
-        manifest.save()
+    for host, targets, install, none_found in (
+            ("GIMP 3", plan.gimp, install_gimp, "no GIMP 3 profile found; skipped (use --gimp-dir)"),
+            ("Krita", plan.krita, install_krita, "no Krita resource folder found; skipped (use --krita-dir)")):
+        step(f"{host.split()[0]} plug-in")
+        if not targets:
+            say(f"  {none_found}")
+        for t in targets:
+            for n in install(t, plan, manifest):
+                say(f"  {n}")
+            summary["installed"].append(f"{host:<6}{t.label():10}{t.plugin_dir}")
+            manifest.save()
 
     step("Front-end config")
     write_frontend_configs(plan, vpy, core_path, manifest)

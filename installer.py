@@ -577,6 +577,18 @@ def native_kritarc() -> Path:
     return krita_candidates()[0][2]
 
 
+def target_collector():
+    """A list of targets and an add() that drops a second target for the same folder."""
+    targets, seen = [], set()
+
+    def add(t: Target):
+        key = os.path.normcase(os.path.abspath(t.root))
+        if key not in seen:
+            seen.add(key)
+            targets.append(t)
+    return targets, add
+
+
 def find_gimp_targets(extra_dirs=(), programs=None, flatpak_check=flatpak_installed) -> list:
     """Every GIMP 3 profile to install into.
 
@@ -585,13 +597,7 @@ def find_gimp_targets(extra_dirs=(), programs=None, flatpak_check=flatpak_instal
     settings only into a profile folder that does not exist yet, so we must not
     create it first (the user is told to start GIMP 3 once)."""
     programs = gimp3_programs() if programs is None else programs
-    targets, seen = [], set()
-
-    def add(t: Target):
-        key = os.path.normcase(os.path.abspath(t.root))
-        if key not in seen:
-            seen.add(key)
-            targets.append(t)
+    targets, add = target_collector()
 
     for d in extra_dirs:
         add(Target("gimp", "custom", Path(d).expanduser(), exists=Path(d).expanduser().is_dir()))
@@ -615,13 +621,7 @@ def find_krita_targets(extra_dirs=(), kritarc_override=None, programs=None,
                        flatpak_check=flatpak_installed) -> list:
     """Every Krita resource folder (holding pykrita/) to install into, with its kritarc."""
     programs = krita_programs() if programs is None else programs
-    targets, seen = [], set()
-
-    def add(t: Target):
-        key = os.path.normcase(os.path.abspath(t.root))
-        if key not in seen:
-            seen.add(key)
-            targets.append(t)
+    targets, add = target_collector()
 
     for d in extra_dirs:
         d = Path(d).expanduser()

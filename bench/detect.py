@@ -19,26 +19,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from bench.metrics import SHARED, mcmaster
+from bench.metrics import SHARED, jpeg, mcmaster, resave
 from core import quality
 
 PAIRS = [(10, 30), (10, 50), (20, 60), (30, 70)]          # the targets
 EXTRA_PAIRS = [(12, 40), (23, 55), (37, 75), (70, 90)]    # off the 5-step grid, and a high QF1
 SINGLES = list(range(10, 91, 10))
-
-
-def jpeg(rgb: np.ndarray, qf: int) -> np.ndarray:
-    """Pillow round trip at ``qf`` (default 4:2:0 subsampling)."""
-    buf = io.BytesIO()
-    Image.fromarray(rgb).save(buf, "JPEG", quality=qf)
-    buf.seek(0)
-    return np.asarray(Image.open(buf).convert("RGB"))
-
-
-def double(rgb: np.ndarray, q1: int, q2: int, shift=(4, 4)) -> np.ndarray:
-    """Save at q1, crop ``shift`` (dy, dx) px off the top and left, save at q2."""
-    a = jpeg(rgb, q1)[shift[0]:, shift[1]:]
-    return jpeg(np.ascontiguousarray(a), q2)
 
 
 def bench_file(img: np.ndarray, name: str) -> None:
@@ -63,7 +49,7 @@ def bench_pairs(images, pairs, shift=(4, 4), label="") -> tuple[int, int]:
         found = ok = right_shift = 0
         errs = []
         for _, img in images:
-            e = quality.double_jpeg(double(img, q1, q2, shift))
+            e = quality.double_jpeg(resave(img, q1, q2, shift))
             if e is None:
                 continue
             found += 1
@@ -152,7 +138,7 @@ def bench_time(img: np.ndarray) -> None:
     """12 MP: a McMaster image upscaled to 4000x3000, saved at 20, shifted, saved at 60."""
     big = np.asarray(Image.fromarray(img).resize((4000, 3000), Image.BICUBIC))
     # A single QF 90 save is the slowest case: the second pass searches QF 1..90.
-    for label, px in (("20 then 60", double(big, 20, 60)), ("single QF 90", jpeg(big, 90))):
+    for label, px in (("20 then 60", resave(big, 20, 60)), ("single QF 90", jpeg(big, 90))):
         quality.double_jpeg(px)          # warm-up (imports, allocator)
         times = []
         for _ in range(3):

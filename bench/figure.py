@@ -7,8 +7,7 @@ import sys
 import numpy as np
 from PIL import Image, ImageDraw
 
-from bench.metrics import mcmaster, psnr
-from bench.quality import jpeg
+from bench.metrics import jpeg, mcmaster, psnr
 from core.engine import Engine
 
 

@@ -7,6 +7,8 @@ import pathlib
 import numpy as np
 from PIL import Image
 
+from training.degrade import jpeg
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared" / "datasets"
 
@@ -37,3 +39,9 @@ def high_frequency_energy(img: np.ndarray) -> float:
     y = img.astype(np.float64) @ np.array([0.299, 0.587, 0.114])
     lap = 4 * y[1:-1, 1:-1] - y[:-2, 1:-1] - y[2:, 1:-1] - y[1:-1, :-2] - y[1:-1, 2:]
     return float(np.mean(lap ** 2))
+
+
+def resave(rgb: np.ndarray, q1: int, q2: int, shift=(4, 4)) -> np.ndarray:
+    """A re-saved web image: JPEG at q1, crop (dy, dx) px off the top and left, JPEG at q2."""
+    dy, dx = shift
+    return jpeg(np.ascontiguousarray(jpeg(rgb, q1)[dy:, dx:]), q2)

@@ -8,25 +8,17 @@ error, what the QF slider does, and the bf16-vs-fp32 difference. Figures, not a 
 from __future__ import annotations
 
 import argparse
-import io
 import time
 
 import numpy as np
-from PIL import Image
 
-from bench.metrics import high_frequency_energy, mcmaster, psnr, ssim
+from bench.metrics import high_frequency_energy, jpeg, mcmaster, psnr, resave, ssim
 from core.engine import Engine
-
-
-def jpeg(rgb: np.ndarray, qf: int) -> np.ndarray:
-    buf = io.BytesIO()
-    Image.fromarray(rgb).save(buf, "JPEG", quality=qf)  # Pillow's default 4:2:0 chroma
-    return np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))
 
 
 def double_jpeg(rgb: np.ndarray, q1: int, q2: int, shift=(4, 4)) -> tuple[np.ndarray, np.ndarray]:
     dy, dx = shift
-    return jpeg(np.ascontiguousarray(jpeg(rgb, q1)[dy:, dx:]), q2), rgb[dy:, dx:]
+    return resave(rgb, q1, q2, shift), rgb[dy:, dx:]
 
 
 def gains(eng, model, pairs, qf=None):

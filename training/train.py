@@ -17,17 +17,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from bench.metrics import psnr
 from core.network import build
 from core.weights import COMPACT_CONFIG
 from training import data, degrade
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared" / "datasets"
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-    return 10 * math.log10(255.0 ** 2 / max(mse, 1e-10))
 
 
 def load_val(n=18, crop=256):

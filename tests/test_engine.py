@@ -40,12 +40,22 @@ def psnr(a, b, peak=1.0):
 
 
 def test_spans_start_on_the_grid_and_cover_everything():
-    for length in (8, 100, 513, 1000, 4097):
-        for tile, overlap in ((128, 32), (256, 64), (512, 64)):
+    for length in list(range(1, 3000, 7)) + [4097, 6000]:
+        for tile, overlap in ((128, 32), (256, 64), (512, 64), (960, 64)):
             s = tiling.spans(length, tile, overlap)
             assert s[0][0] == 0 and s[-1][1] == length
             assert all(a % 8 == 0 for a, _ in s)
+            assert all(b - a <= tile for a, b in s)
             assert all(b1 - a2 >= overlap for (_, b1), (a2, _) in zip(s, s[1:]))
+            assert all(a2 > a1 for (a1, _), (a2, _) in zip(s, s[1:]))
+
+
+def test_spans_are_even_so_no_sliver_tile_is_recomputed():
+    """1024 px under a 960 px tile: two spans of 544, not 960 + a 128 px sliver with a full overlap."""
+    assert tiling.spans(1024, 960, 64) == [(0, 544), (480, 1024)]
+    for length, tile in ((6000, 640), (4000, 640), (2049, 512)):
+        sizes = [b - a for a, b in tiling.spans(length, tile, 64)]
+        assert max(sizes) - min(sizes) <= 64, sizes
 
 
 def test_tiled_output_matches_whole_image(eng, model_path):
@@ -165,7 +175,7 @@ def test_out_of_memory_halves_tile_then_falls_back_to_cpu(model_path):
     eng = Engine("cpu", "fp32")
     real = eng._load(model_path, "cpu")
     img = blocky(300, 300)
-    eng._models[(model_path, "cpu")] = OOMAbove(real, 200)
+    eng._models[(model_path, "cpu")] = OOMAbove(real, 150)
     res = eng.restore(img, model=model_path, qf=20, tile=512)
     assert any("tile 256" in w for w in res.warnings) and any("tile 128" in w for w in res.warnings)
     assert res.device == "cpu"

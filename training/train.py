@@ -16,8 +16,10 @@ import time
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from bench.metrics import psnr
+from core.engine import cpu_has_bf16
 from core.network import build
 from core.weights import COMPACT_CONFIG
 from training import data, degrade
@@ -56,6 +58,11 @@ def validate(model, val, qfs=(10, 30)) -> dict:
     return res
 
 
+def plain_state_dict(model) -> dict:
+    """Contiguous tensors, as the shipped file holds them (channels_last is a runtime layout)."""
+    return {k: v.contiguous() for k, v in model.state_dict().items()}
+
+
 def lr_at(it, total, base, warm=300):
     if it < warm:
         return base * (it + 1) / warm
@@ -74,7 +81,10 @@ def main(argv=None):
     ap.add_argument("--p-double", type=float, default=0.3)
     ap.add_argument("--val-every", type=int, default=500)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=True)
+    # Emulated bf16 (CPUs without AVX512-BF16) ran 24x slower than fp32 here.
+    ap.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=cpu_has_bf16())
+    ap.add_argument("--ema", type=float, default=0.999,
+                    help="decay of the weight average that is validated and saved (0: no average)")
     ap.add_argument("--out", type=pathlib.Path, default=ROOT / "training" / "run")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--init", type=pathlib.Path, default=None,
@@ -91,27 +101,36 @@ def main(argv=None):
     torch.nn.init.zeros_(model.m_tail.bias)
     opt = torch.optim.Adam(model.parameters(), lr=a.lr)
     rng = random.Random(a.seed)
-    start, spent = 0, 0.0
+    start, spent, best = 0, 0.0, float("-inf")
     if a.init is not None and not ckpt_path.exists():
         model.load_state_dict(torch.load(a.init, map_location="cpu", weights_only=True))
         print(f"initialised from {a.init}")
+    # channels_last: 1.15x faster per step in fp32 on these CPUs.
+    model = model.to(memory_format=torch.channels_last)
+    # The average of recent weights is what gets validated and shipped: it is smoother
+    # than the last step's weights at no training cost.
+    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(a.ema)) if a.ema else None
     if ckpt_path.exists():
         ck = torch.load(ckpt_path, weights_only=False)
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["opt"])
+        if ema is not None and "ema" in ck:
+            ema.load_state_dict(ck["ema"])
         rng.setstate(ck["rng"])
         start, spent = ck["iter"], ck["seconds"]
+        best = ck.get("best", best)
         print(f"resumed at iteration {start} ({spent / 3600:.2f} h so far)")
 
     images = data.load_images(SHARED / "train", a.patch + 8)
     val = load_val()
-    print(f"{len(images)} training images; {len(val)} validation crops")
+    print(f"{len(images)} training images; {len(val)} validation crops; bf16 {a.bf16}; "
+          f"{a.threads} threads; EMA {a.ema}", flush=True)
     t0, running = time.time(), []
-    best = float("-inf")
     for it in range(start, a.iters):
         for g in opt.param_groups:
             g["lr"] = lr_at(it, a.iters, a.lr)
         lq, gt, qf = (torch.from_numpy(v) for v in data.batch(images, rng, a.batch, a.patch, a.p_double))
+        lq = lq.contiguous(memory_format=torch.channels_last)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=a.bf16):
             y, q = model(lq)
         loss = F.l1_loss(y.float(), gt) + a.qf_weight * F.l1_loss(q.float(), qf)
@@ -122,26 +141,30 @@ def main(argv=None):
         norm = torch.nn.utils.clip_grad_norm_(model.parameters(), a.clip)
         if torch.isfinite(norm):
             opt.step()
+            if ema is not None:
+                ema.update_parameters(model)
         running.append(loss.item())
         done = it + 1
         if done % a.val_every == 0 or done == a.iters:
             elapsed = spent + time.time() - t0
+            shipped = model if ema is None else ema.module
             rec = {"iter": done, "hours": round(elapsed / 3600, 3), "loss": round(float(np.mean(running)), 5),
-                   "lr": opt.param_groups[0]["lr"], **validate(model, val)}
+                   "lr": opt.param_groups[0]["lr"], **validate(shipped, val)}
             running = []
             print(json.dumps(rec), flush=True)
             with open(log_path, "a") as f:
                 f.write(json.dumps(rec) + "\n")
-            torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "rng": rng.getstate(),
-                        "iter": done, "seconds": elapsed, "args": {k: str(v) for k, v in vars(a).items()}},
-                       ckpt_path.with_suffix(".tmp"))
-            ckpt_path.with_suffix(".tmp").replace(ckpt_path)
-            torch.save(model.state_dict(), a.out / "compact_latest.pth")
+            weights = plain_state_dict(shipped)
+            torch.save(weights, a.out / "compact_latest.pth")
             score = rec["gain_qf10"] + rec["gain_qf30"]
             if score > best:
                 best = score
-                torch.save(model.state_dict(), a.out / "compact_best.pth")
-
+                torch.save(weights, a.out / "compact_best.pth")
+            torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "rng": rng.getstate(),
+                        **({"ema": ema.state_dict()} if ema is not None else {}), "best": best,
+                        "iter": done, "seconds": elapsed, "args": {k: str(v) for k, v in vars(a).items()}},
+                       ckpt_path.with_suffix(".tmp"))
+            ckpt_path.with_suffix(".tmp").replace(ckpt_path)
 
 if __name__ == "__main__":
     main()

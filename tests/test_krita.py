@@ -1,10 +1,13 @@
 """The Krita plug-in, driven in a real Krita 5 under Xvfb; assertions on pixels.
 
-All jobs share ONE Krita start (module fixture `krita`): the test driver plug-in
-(tests/hosts/krita_driver) runs the steps built in `build_steps`, dumps layers
-as raw pixel files, and each test checks the pixels its steps left behind.
-tests/hosts/setup_krita.sh installs Krita, PyQt5 and Xvfb; tests/run.sh runs it
-first. Without the trained compact model (core/models/fbcnn_compact.pth) the
+All jobs share ONE Krita start per Krita host (module fixture `krita`): the test
+driver plug-in (tests/hosts/krita_driver) runs the steps built in `build_steps`,
+dumps layers as raw pixel files, and each test checks the pixels its steps left
+behind. Every test runs against each Krita host, named with its version in the
+test ids: the host's own Krita ("native-5.1" on Debian 12, "native-5.2" on
+Debian 13) and, on Debian 12, Debian 13's Krita in the shared chroot
+("chroot-5.2"), so both 5.1 and 5.2 are covered. tests/hosts/setup_krita.sh
+installs them with PyQt5 and Xvfb; tests/run.sh runs it first. Without the trained compact model (core/models/fbcnn_compact.pth) the
 plumbing runs on random weights and only the quality bar is skipped, loudly.
 """
 import json
@@ -31,6 +34,7 @@ CROP = 256                       # the small test documents are CROP x CROP
 SEL = (37, 29, 70, 50)           # a selection that is not on the 8-px grid
 RAMP_W, RAMP_H = 480, 64         # the high-depth gradient documents
 RUN_TIMEOUT = 1500               # seconds for the whole Krita run, hard
+HOSTS = kh.krita_hosts()
 
 
 def loud_skip(msg):
@@ -220,29 +224,37 @@ def build_steps(work, model, configs):
     return steps
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="module", params=HOSTS, ids=[h.id for h in HOSTS])
 def krita(tmp_path_factory, request):
-    why = kh.why_not_available()
+    host = request.param
+    unneeded = host.why_unneeded()
+    if unneeded:
+        pytest.skip(f"{host.id}: {unneeded}")
+    why = host.why_not_available()
     if why:
-        loud_skip(f"Krita tests need a real Krita: {why}")
-    work = tmp_path_factory.mktemp("krita")
+        loud_skip(f"Krita tests need a real Krita ({host.id}): {why}")
+    work = tmp_path_factory.mktemp(f"krita-{host.id}")
     prepare_inputs(work)
     model = model_choice(request)
     configs = write_configs(work)
     (work / "models").mkdir()
     # A short path: the profile's runtime dir must stay under the socket path limit.
-    profile = kh.KritaProfile(tempfile.mkdtemp(prefix="fbcnn-krita-"))
+    profile = kh.KritaProfile(tempfile.mkdtemp(prefix="fbcnn-krita-"), host)
     profile.install()
     started = time.monotonic()
     result = profile.run(build_steps(work, model, configs), timeout=RUN_TIMEOUT,
                          env={"FBCNN_FRONTEND_CONFIG": configs[0],
                               # no downloaded official models: "auto" means compact
-                              "FBCNN_MODEL_DIR": work / "models"})
+                              "FBCNN_MODEL_DIR": work / "models"},
+                         # the inputs and a random model (when used) live there
+                         binds=[tmp_path_factory.getbasetemp()])
+    result["host"] = host
     result["work"] = work
     result["model"] = model
     result["kritarc"] = (profile.config / "kritarc").read_text()
     (work / "result.json").write_text(json.dumps(result, indent=1, default=str))
-    print(f"\nKrita stage: {time.monotonic() - started:.1f} s wall, start-up "
+    print(f"\nKrita stage ({host.id}, Krita {result.get('krita_version')}, Python "
+          f"{result.get('python')}): {time.monotonic() - started:.1f} s wall, start-up "
           f"{result.get('startup_s')} s, driver "
           f"{result.get('elapsed_s')} s; per step: " + ", ".join(
               f"{k} {v.get('seconds')}" for k, v in result["steps"].items()))
@@ -290,6 +302,16 @@ def psnr(a, b):
 def test_krita_quits_cleanly_and_leaves_no_worker_behind(krita):
     assert krita["finished"] and krita["returncode"] == 0, krita.get("error") or krita["log"]
     assert not krita["leftover_processes"], "a worker outlived Krita"
+
+
+def test_krita_is_the_version_under_test(krita):
+    host, reported = krita["host"], krita.get("krita_version")
+    assert reported, krita.get("error") or krita["log"]
+    # What Krita says of itself must be the package the host id names ...
+    assert reported.startswith(host.series + "."), f"{host.id} runs Krita {reported}"
+    # ... and the chroot exists to test 5.2.
+    if host.mode == "chroot":
+        assert reported.startswith("5.2."), reported
 
 
 def test_plugin_loads_and_its_action_is_in_the_filter_menu(krita):
@@ -468,7 +490,8 @@ def test_dialog_preview_and_apply(krita):
     out = pixels(krita, "jpeg_dialog_out", (500, 500, 4))
     # The dialog and the script entry take the same path: same QF, same pixels.
     assert np.array_equal(out, pixels(krita, "jpeg_auto_out", (500, 500, 4)))
-    if os.environ.get("FBCNN_UPDATE_SCREENSHOT"):  # refresh docs/krita-dialog.png
+    # Refresh docs/krita-dialog.png from the native run only: one picture, one source.
+    if os.environ.get("FBCNN_UPDATE_SCREENSHOT") and krita["host"].mode == "native":
         save_small_png(shot, SCREENSHOT)
 
 

@@ -1,5 +1,5 @@
-"""Drive a real GIMP 3 from the tests: natively, or inside the Debian 13 chroot
-that tests/hosts/setup_gimp.sh builds on Debian 12.
+"""Drive a real GIMP 3 from the tests: natively, or inside the shared Debian 13
+chroot (tests/hosts/chroot.py) that tests/hosts/setup_gimp.sh fills on Debian 12.
 
 The pieces:
 - `find_gimp()` says how GIMP 3 can be run here (or None);
@@ -15,18 +15,17 @@ from __future__ import annotations
 import json
 import os
 import pathlib
-import shlex
 import shutil
 import subprocess
 import sys
+
+from tests.hosts import chroot
+from tests.hosts.chroot import SYSTEM_PATH, chroot_command, python_prefixes
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 SETUP = REPO / "tests" / "hosts" / "setup_gimp.sh"
 PLUGIN_DIR = REPO / "gimp_plugin" / "fbcnn_gimp"
 CLIENT = REPO / "core" / "client.py"
-DEFAULT_CHROOT = "/var/cache/fbcnn-hosts/gimp-trixie"
-MARKER = ".fbcnn-gimp-ready"
-SYSTEM_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 
 
 class GimpHost:
@@ -45,29 +44,9 @@ def find_gimp() -> GimpHost | None:
     forced = os.environ.get("FBCNN_GIMP_SETUP")
     if forced != "chroot" and shutil.which("gimp-console-3.0", path=SYSTEM_PATH):
         return GimpHost("native")
-    root = pathlib.Path(os.environ.get("FBCNN_GIMP_CHROOT", DEFAULT_CHROOT))
-    if forced != "native" and (root / MARKER).is_file():
-        return GimpHost("chroot", root)
+    if forced != "native" and chroot.ready("gimp"):
+        return GimpHost("chroot", chroot.root())
     return None
-
-
-def python_prefixes() -> list[str]:
-    """Folders the worker's Python needs to run: its venv and the base install."""
-    paths = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix}
-    cfg = pathlib.Path(sys.prefix) / "pyvenv.cfg"
-    if cfg.is_file():
-        for line in cfg.read_text().splitlines():
-            key, _, value = line.partition("=")
-            if key.strip() == "home" and value.strip():
-                paths.add(str(pathlib.Path(value.strip()).parent))
-    real = pathlib.Path(sys.executable).resolve().parent.parent
-    paths.add(str(real))
-    # Keep only the outermost folders; nested binds are redundant.
-    out = []
-    for p in sorted(paths, key=len):
-        if p and not any(p == q or p.startswith(q.rstrip("/") + "/") for q in out):
-            out.append(p)
-    return out
 
 
 def make_profile(tmp: pathlib.Path, *, plugin_src: pathlib.Path = PLUGIN_DIR,
@@ -145,30 +124,6 @@ def run_batch(host: GimpHost, driver: pathlib.Path, env: dict, *, binds=(),
             paths.append(str(pathlib.Path(env[key]).parent))
     return subprocess.run(chroot_command(host.root, paths, full_env, cmd),
                           capture_output=True, text=True, timeout=timeout + 60)
-
-
-def chroot_command(root: pathlib.Path, paths, env: dict, cmd: list[str]) -> list[str]:
-    """unshare + chroot command line: a private mount namespace, so that nothing
-    stays mounted after the run and parallel runs don't clash."""
-    binds = []
-    for p in dict.fromkeys(os.path.realpath(p) for p in paths):
-        if os.path.isdir(p):
-            binds.append(p)
-    script = ["set -e", 'root="$1"; shift',
-              'mount -t proc proc "$root/proc"',
-              'mount --rbind /sys "$root/sys"',
-              'mount --rbind /dev "$root/dev"',
-              'mkdir -p "$root/tmp" && chmod 1777 "$root/tmp"']
-    for p in binds:
-        q = shlex.quote(p)
-        script.append(f'mkdir -p "$root"{q} && mount --bind {q} "$root"{q}')
-    script.append('exec chroot "$root" /usr/bin/env -i "$@"')
-    argv = ["unshare", "-m", "--propagation", "private", "sh", "-c", "\n".join(script),
-            "sh", str(root)]
-    argv += [f"{k}={v}" for k, v in env.items()] + cmd
-    if os.geteuid() != 0:
-        argv = ["sudo"] + argv
-    return argv
 
 
 DRIVER = REPO / "tests" / "hosts" / "gimp_driver.py"

@@ -6,6 +6,12 @@ installer does) and the test driver live in its pykrita folder and are enabled
 in kritarc. Each run() starts Krita once with a job for the driver, enforces a
 hard timeout from outside, and returns the driver's result JSON. Never run two
 Kritas on one profile.
+
+A KritaHost says which Krita: the host's own ("native"), or Debian 13's Krita 5.2
+in the shared chroot ("chroot", tests/hosts/chroot.py) that setup_krita.sh fills
+on Debian 12 hosts, so that both 5.1 and 5.2 are tested there. The chroot's Krita
+uses the host's Xvfb (its socket is bind-mounted) and starts the worker from the
+host's Python, which is bind-mounted too.
 """
 import json
 import os
@@ -17,6 +23,8 @@ import socket
 import struct
 import subprocess
 import time
+
+from tests.hosts import chroot
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 PLUGIN = ROOT / "krita_plugin"
@@ -48,11 +56,99 @@ class KritaError(RuntimeError):
     pass
 
 
+def upstream(version):
+    """1:5.1.5+dfsg-1 -> 5.1.5+dfsg: Debian's epoch and revision removed."""
+    return version.split(":", 1)[-1].rsplit("-", 1)[0]
+
+
+def series_of(version):
+    """5.1.5+dfsg -> (5, 1)."""
+    return tuple(int(part) for part in version.split(".")[:2])
+
+
+class KritaHost:
+    """One Krita to test against: `mode` is "native" or "chroot".
+
+    `version` is the installed package's upstream version (None when absent) and
+    `id` names the host with its series, e.g. "native-5.1", "chroot-5.2".
+    """
+
+    def __init__(self, mode):
+        self.mode = mode
+        self.root = chroot.root() if mode == "chroot" else None
+        package = chroot.dpkg_version("krita", self.root)
+        self.version = upstream(package) if package else None
+        self.series = ".".join(map(str, series_of(self.version))) if self.version else None
+        self.id = f"{mode}-{self.series or 'absent'}"
+
+    def __repr__(self):
+        return f"KritaHost({self.id!r})"
+
+    def why_unneeded(self):
+        """Why this host adds nothing here (skip it quietly), or None.
+
+        On a Debian 13 host the native Krita is 5.2 already, and setup_krita.sh
+        builds no chroot.
+        """
+        if self.mode != "chroot" or chroot.ready("krita"):
+            return None
+        native = KritaHost("native")
+        if native.version and series_of(native.version) >= (5, 2):
+            return (f"the native Krita is {native.version} already; the Debian 13 chroot "
+                    "only adds Krita 5.2 where the host has 5.1 (Debian 12)")
+        return None
+
+    def why_not_available(self):
+        if self.mode == "native":
+            return why_not_available()
+        if not chroot.ready("krita") or not self.version:
+            return (f"Krita is not set up in the Debian 13 chroot {self.root} "
+                    "(tests/hosts/setup_krita.sh does it on Debian 12)")
+        if shutil.which("Xvfb") is None:  # the chroot's Krita uses the host's X server
+            return "Xvfb not installed (tests/hosts/setup_krita.sh installs it)"
+        return None
+
+    def base_env(self):
+        """The environment a Krita start builds on (before the profile's variables)."""
+        if self.mode == "native":
+            return _inherited_env()
+        return {"PATH": chroot.SYSTEM_PATH, "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8"}
+
+    def command(self, argv, env, binds):
+        """(argv, env) for Popen. `binds`: host folders the chroot's Krita must see."""
+        if self.mode == "native":
+            return argv, env
+        paths = [*map(str, binds), "/tmp/.X11-unix", str(ROOT), *chroot.python_prefixes()]
+        return (chroot.chroot_command(self.root, paths, env, argv),
+                {"PATH": chroot.SYSTEM_PATH})
+
+
+def krita_hosts():
+    """Every Krita the tests run against; each says itself whether it can run here."""
+    return [KritaHost("native"), KritaHost("chroot")]
+
+
+def _inherited_env():
+    """This process's environment, cleaned for Krita."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("PYTHONPATH", "PYTHONHOME", "DISPLAY", "WAYLAND_DISPLAY",
+                        "SESSION_MANAGER", "QT_QPA_PLATFORM")}
+    # Krita embeds the system Python; a pyenv/venv python3 earlier on PATH makes it
+    # pick up that installation's library, without PyQt5.
+    env = {k: v for k, v in env.items() if not k.startswith(("PYENV", "VIRTUAL_ENV", "CONDA"))}
+    path = [p for p in env.get("PATH", "").split(os.pathsep)
+            if p and ".pyenv" not in p and "venv" not in p and "conda" not in p]
+    env["PATH"] = os.pathsep.join(["/usr/bin", "/bin"] + [p for p in path
+                                                        if p not in ("/usr/bin", "/bin")])
+    return env
+
+
 class KritaProfile:
     """A throwaway Krita profile with the plug-in and the driver installed and enabled."""
 
-    def __init__(self, root):
+    def __init__(self, root, host=None):
         self.root = pathlib.Path(root)
+        self.host = host or KritaHost("native")
         self.home = self.root / "home"
         self.config = self.root / "config"
         self.data = self.root / "data"
@@ -95,16 +191,7 @@ class KritaProfile:
         kritarc.write_text("\n".join(lines) + "\n")
 
     def env(self, extra):
-        env = {k: v for k, v in os.environ.items()
-               if k not in ("PYTHONPATH", "PYTHONHOME", "DISPLAY", "WAYLAND_DISPLAY",
-                            "SESSION_MANAGER", "QT_QPA_PLATFORM")}
-        # Krita embeds the system Python; a pyenv/venv python3 earlier on PATH makes it
-        # pick up that installation's library, without PyQt5.
-        env = {k: v for k, v in env.items() if not k.startswith(("PYENV", "VIRTUAL_ENV", "CONDA"))}
-        path = [p for p in env.get("PATH", "").split(os.pathsep)
-                if p and ".pyenv" not in p and "venv" not in p and "conda" not in p]
-        env["PATH"] = os.pathsep.join(["/usr/bin", "/bin"] + [p for p in path
-                                                            if p not in ("/usr/bin", "/bin")])
+        env = self.host.base_env()
         env.update(HOME=str(self.home), XDG_CONFIG_HOME=str(self.config),
                    XDG_DATA_HOME=str(self.data), XDG_CACHE_HOME=str(self.cache),
                    XDG_RUNTIME_DIR=str(self.runtime), TMPDIR=str(self.tmp),
@@ -112,12 +199,14 @@ class KritaProfile:
         env.update({k: str(v) for k, v in extra.items()})
         return env
 
-    def run(self, steps, timeout=600, env=None):
+    def run(self, steps, timeout=600, env=None, binds=()):
         """Start Krita once, let the driver run steps, return its result dict.
 
         The result has "steps" (one record per step id), "exceptions" (Python
-        tracebacks inside Krita), "finished", and the harness adds "wall_s",
-        "returncode" and "log" (Krita's stdout+stderr file).
+        tracebacks inside Krita), "finished", "krita_version", and the harness
+        adds "host", "wall_s", "returncode" and "log" (Krita's stdout+stderr
+        file). `binds`: folders outside the profile that the steps use (needed
+        when the host is the chroot).
         """
         self.runs += 1
         run_dir = self.root / f"run{self.runs}"
@@ -132,7 +221,9 @@ class KritaProfile:
         with open(log_path, "wb") as log, Xvfb(log) as display:
             process_env = self.env(dict(env or {}, DISPLAY=display,
                                         FBCNN_KRITA_DRIVER_JOB=job_path))
-            krita = subprocess.Popen(["krita", "--nosplash"], env=process_env, stdout=log,
+            argv, popen_env = self.host.command(["krita", "--nosplash"], process_env,
+                                                [self.root, *binds])
+            krita = subprocess.Popen(argv, env=popen_env, stdout=log,
                                      stderr=subprocess.STDOUT, cwd=self.tmp,
                                      # Own process group: a timeout kills Krita and
                                      # its worker together.
@@ -146,7 +237,8 @@ class KritaProfile:
             _kill_group(krita)
         result = json.loads(result_path.read_text()) if result_path.exists() else {
             "steps": {}, "exceptions": [], "finished": False}
-        result.update(wall_s=round(time.monotonic() - started, 3), returncode=returncode,
+        result.update(host=self.host.id, wall_s=round(time.monotonic() - started, 3),
+                      returncode=returncode,
                       leftover_processes=leftover, log=str(log_path))
         if "driver_started" in result:  # Krita's start-up, until the driver's first step
             result["startup_s"] = round(result["driver_started"] - launched, 3)

@@ -1,0 +1,67 @@
+"""The training scripts: degradations, a resumable run, batch workers, the QF-head stage."""
+import json
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from core.network import build, config_from_state_dict
+from core.weights import COMPACT_CONFIG
+from tests.conftest import shared_path
+from training import degrade, qf_head, train
+
+
+def test_double_jpeg_is_shifted_and_labelled_with_the_lower_qf():
+    rng = random.Random(3)
+    clean = np.random.default_rng(0).integers(0, 256, (72, 72, 3), dtype=np.uint8)
+    for _ in range(20):
+        lq, gt, qf = degrade.double(clean, rng, 64)
+        assert lq.shape == gt.shape == (64, 64, 3)
+        assert 5 <= qf <= 95
+        # The target is the shifted crop of the clean image, never the (0, 0) one.
+        assert any(np.array_equal(gt, clean[dy:dy + 64, dx:dx + 64])
+                   for dy in range(8) for dx in range(8) if (dy, dx) != (0, 0))
+
+
+def test_batch_workers_make_batches_of_the_requested_shape():
+    images = [np.random.default_rng(i).integers(0, 256, (80, 90, 3), dtype=np.uint8) for i in range(3)]
+    loader = torch.utils.data.DataLoader(train.Batches(images, "t", 4, 32, 0.5), batch_size=None, num_workers=1)
+    lq, gt, qf = next(iter(loader))
+    assert lq.shape == gt.shape == (4, 3, 32, 32) and qf.shape == (4, 1)
+    assert float(qf.min()) >= 0.05 and float(qf.max()) <= 0.95
+
+
+@pytest.fixture(scope="module")
+def datasets():
+    shared_path("datasets/train")  # skips loudly without ../shared
+
+
+def test_a_run_resumes_and_writes_loadable_weights(tmp_path, datasets):
+    out = tmp_path / "run"
+    args = ["--patch", "32", "--batch", "2", "--threads", "1", "--val-every", "2", "--out", str(out)]
+    train.main(["--iters", "2", *args])
+    train.main(["--iters", "3", "--workers", "1", *args])
+    log = (out / "log.jsonl").read_text().splitlines()
+    assert [json.loads(line)["iter"] for line in log] == [2, 3]
+    sd = torch.load(out / "compact_best.pth", weights_only=True)
+    assert config_from_state_dict(sd) == COMPACT_CONFIG
+    assert all(v.is_contiguous() for v in sd.values())
+
+
+def test_qf_head_stage_changes_only_the_predicted_qf(tmp_path, datasets):
+    torch.manual_seed(0)
+    start = build(COMPACT_CONFIG)
+    src, dst = tmp_path / "in.pth", tmp_path / "out.pth"
+    torch.save(start.state_dict(), src)
+    qf_head.main([str(src), str(dst), "--iters", "3", "--batch", "2", "--patch", "32", "--lr", "1e-2",
+                  "--val-every", "3"])
+    after = torch.load(dst, weights_only=True)
+    before = start.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed and all(k.startswith("qf_pred.") for k in changed)
+    tuned = build(COMPACT_CONFIG).eval()
+    tuned.load_state_dict(after)
+    x, q = torch.rand(1, 3, 64, 64), torch.tensor([[0.7]])
+    with torch.no_grad():
+        assert torch.equal(start.eval()(x, qf_input=q)[0], tuned(x, qf_input=q)[0])

@@ -7,8 +7,9 @@ behind. Every test runs against each Krita host, named with its version in the
 test ids: the host's own Krita ("native-5.1" on Debian 12, "native-5.2" on
 Debian 13) and, on Debian 12, Debian 13's Krita in the shared chroot
 ("chroot-5.2"), so both 5.1 and 5.2 are covered. tests/hosts/setup_krita.sh
-installs them with PyQt5 and Xvfb; tests/run.sh runs it first. Without the trained compact model (core/models/fbcnn_compact.pth) the
-plumbing runs on random weights and only the quality bar is skipped, loudly.
+installs them with PyQt5 and Xvfb; tests/run.sh runs it first. Without the
+trained compact model (core/models/fbcnn_compact.pth) the plumbing runs on
+random weights and only the quality bar is skipped, loudly.
 """
 import json
 import os

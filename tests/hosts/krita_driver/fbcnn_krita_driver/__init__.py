@@ -183,6 +183,7 @@ class Runner:
             raise RuntimeError(f"Krita could not open {step['path']}")
         app.activeWindow().addView(doc)
         doc.waitForDone()
+        yield from view_settled(doc)
         self.docs[step["doc"]] = doc
         self.describe(doc, record)
 
@@ -191,6 +192,7 @@ class Runner:
         doc = app.createDocument(step["width"], step["height"], step["doc"], step["model"],
                                  step["depth"], step.get("profile", ""), 72.0)
         app.activeWindow().addView(doc)
+        yield from view_settled(doc)
         layer = doc.topLevelNodes()[-1]
         layer.setName(step.get("layer", "image"))
         with open(step["raw"], "rb") as f:
@@ -391,6 +393,17 @@ class Runner:
         record["last_run"] = dict(fbcnn_krita.last_run)
         doc.waitForDone()
         self.describe(doc, record)
+
+
+def view_settled(doc):
+    """Wait until the document's new view has a current layer, as it has by the time
+    a user can click anything.
+
+    Krita 5.1 sets it inside addView; 5.2 only once the event loop runs (until then
+    doc.activeNode() is None and setActiveNode() changes nothing, even with
+    processEvents()).
+    """
+    yield Wait(lambda: doc.activeNode() is not None, 30, "the new view's current layer")
 
 
 # -- widget helpers

@@ -94,6 +94,8 @@ def lr_at(it, total, base, warm=300):
 def main(argv=None):
     ap = argparse.ArgumentParser()
     ap.add_argument("--iters", type=int, default=16000)
+    ap.add_argument("--schedule", type=int, default=None,
+                    help="length of the cosine learning-rate schedule (default: --iters)")
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--patch", type=int, default=96)
     ap.add_argument("--lr", type=float, default=5e-4)
@@ -161,7 +163,7 @@ def main(argv=None):
     t0, running = time.time(), []
     for it in range(start, a.iters):
         for g in opt.param_groups:
-            g["lr"] = lr_at(it, a.iters, a.lr)
+            g["lr"] = lr_at(it, a.schedule or a.iters, a.lr)
         lq, gt, qf = (v.to(a.device, non_blocking=True) for v in next(stream))
         lq = lq.contiguous(memory_format=torch.channels_last)
         with torch.autocast(a.device.split(":")[0], dtype=torch.bfloat16, enabled=a.bf16):

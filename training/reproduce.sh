@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Reproduce core/models/fbcnn_compact.pth from scratch, stage by stage, as it was made
+# (training/README.md says on what and how long). Each stage resumes if interrupted;
+# a finished stage is skipped. Needs ../shared/datasets.  About 5 h on 2 CPU cores.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+
+# v1 (2026-11-25): from a zero tail, 64 px patches, bf16 on that CPU, cosine 6000 then
+# re-drawn over 13000.
+[ -f training/run/compact_best.pth ] && [ "$(tail -n1 training/run/log.jsonl | grep -c '"iter": 13000')" = 1 ] || {
+    "$PY" -m training.train --iters 6000 --patch 64 --threads 1 --out training/run
+    "$PY" -m training.train --iters 13000 --patch 64 --threads 1 --out training/run
+}
+
+# v2 (2026-12-02): continue from v1 with a fresh optimizer and an EMA of the weights,
+# 96 px patches, fp32; the cosine was drawn over 7000 and cut to 6000 at iteration 2500.
+[ "$(tail -n1 training/run2/log.jsonl 2>/dev/null | grep -c '"iter": 6000')" = 1 ] || {
+    [ -f training/run2/checkpoint.pt ] || \
+        "$PY" -m training.train --init training/run/compact_best.pth --iters 2500 --schedule 7000 \
+            --lr 2e-4 --patch 96 --batch 8 --threads 2 --out training/run2
+    "$PY" -m training.train --iters 6000 --lr 2e-4 --patch 96 --batch 8 --threads 2 --out training/run2
+}
+
+# QF-head calibration on single JPEGs, everything else frozen.
+"$PY" -m training.qf_head training/run2/compact_best.pth core/models/fbcnn_compact.pth --iters 800 \
+    --val-every 400 --threads 2
+sha256sum core/models/fbcnn_compact.pth   # goes into core/weights.py COMPACT_SHA256

@@ -8,7 +8,6 @@ Reproduces core/models/fbcnn_compact.pth (see training/README.md for what ran).
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import math
 import pathlib
@@ -66,22 +65,25 @@ def plain_state_dict(model) -> dict:
     return {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
 
 
-class Batches(torch.utils.data.IterableDataset):
-    """Endless degraded batches, made in DataLoader worker processes when there are any.
+def batches(images, rng: random.Random, batch: int, patch: int, p_double: float):
+    """Endless (degraded, clean, QF label) tensor batches drawn from `rng`."""
+    while True:
+        yield tuple(torch.from_numpy(v) for v in data.batch(images, rng, batch, patch, p_double))
 
-    On a GPU the JPEG round trips on the CPU are the bottleneck, so they run in
-    parallel; each worker draws from its own seeded stream.
+
+class Batches(torch.utils.data.IterableDataset):
+    """`batches` in DataLoader worker processes, each drawing from its own seeded stream.
+
+    On a GPU the JPEG round trips on the CPU are the bottleneck, so they run in parallel.
     """
 
-    def __init__(self, images, seed: int, batch: int, patch: int, p_double: float):
+    def __init__(self, images, seed: str, batch: int, patch: int, p_double: float):
         self.images, self.seed, self.batch, self.patch, self.p_double = images, seed, batch, patch, p_double
 
     def __iter__(self):
         info = torch.utils.data.get_worker_info()
         rng = random.Random(f"{self.seed}-{0 if info is None else info.id}")
-        while True:
-            yield tuple(torch.from_numpy(v) for v in data.batch(self.images, rng, self.batch, self.patch,
-                                                                  self.p_double))
+        return batches(self.images, rng, self.batch, self.patch, self.p_double)
 
 
 def lr_at(it, total, base, warm=300):
@@ -158,8 +160,8 @@ def main(argv=None):
         stream = iter(torch.utils.data.DataLoader(Batches(images, f"{a.seed}-{start}", a.batch, a.patch, a.p_double),
                                                   batch_size=None, num_workers=a.workers, prefetch_factor=4))
     else:
-        stream = (tuple(torch.from_numpy(v) for v in data.batch(images, rng, a.batch, a.patch, a.p_double))
-                  for _ in itertools.count())
+        # In the loop, from the checkpointed rng: a resumed run continues the exact stream.
+        stream = batches(images, rng, a.batch, a.patch, a.p_double)
     t0, running = time.time(), []
     for it in range(start, a.iters):
         for g in opt.param_groups:
@@ -200,6 +202,7 @@ def main(argv=None):
                         "iter": done, "seconds": elapsed, "args": {k: str(v) for k, v in vars(a).items()}},
                        ckpt_path.with_suffix(".tmp"))
             ckpt_path.with_suffix(".tmp").replace(ckpt_path)
+
 
 if __name__ == "__main__":
     main()

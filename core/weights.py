@@ -26,7 +26,7 @@ from core.network import Config, FBCNN, build, config_from_state_dict
 COMPACT_CONFIG = Config(in_nc=3, out_nc=3, nc=(16, 32, 64, 128), nb=2, qf_nc=64, residual=True)
 
 # The bundled compact model's sha256; training/README.md says how the file was made.
-COMPACT_SHA256: str | None = "c76f00cb6dc5113e1e00d95e77b7822e37a6b16bf87c376566034f67b268b699"
+COMPACT_SHA256: str | None = "b3d97ebc513f315a038838b486c9e42e7a44f4b2defbbea5768678323170afa2"
 
 _RELEASE = "https://github.com/jiaxi-jiang/FBCNN/releases/download/v1.0/"
 PACKAGE_MODELS = pathlib.Path(__file__).resolve().parent / "models"

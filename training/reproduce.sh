@@ -32,7 +32,11 @@ PY=${PYTHON:-python3}
 "$PY" -m training.train --init training/run2/compact_v2.pth --iters 18000 --lr 4e-4 --patch 128 \
     --batch 16 --threads 2 --val-every 1000 --out training/run3
 
+# Then a second, lower cosine from there.
+"$PY" -m training.train --init training/run3/compact_best.pth --iters 3600 --lr 2e-4 --patch 128 \
+    --batch 16 --threads 2 --val-every 600 --out training/run4
+
 # v3 ships as trained: its jointly trained QF head was already the better one (whole-image
 # MAE 0.64 vs 0.70 after another QF-head stage), so that stage is not repeated.
-cp training/run3/compact_best.pth core/models/fbcnn_compact.pth
+cp training/run4/compact_best.pth core/models/fbcnn_compact.pth
 sha256sum core/models/fbcnn_compact.pth   # goes into core/weights.py COMPACT_SHA256

@@ -480,7 +480,9 @@ xdotool windowfocus --sync "$W" key alt+o
 
 def keys(combo):
     """Press keys in the image window (GIMP's own undo/redo shortcuts)."""
-    return {"op": "shell", "cmd": 'W=$(xdotool search --name "Untitled" | head -n1); '
+    # The pause before the key: once (1 in ~6 fresh-clone runs) a Ctrl+Z sent right
+    # after the previous step was lost and undo never happened.
+    return {"op": "shell", "cmd": 'W=$(xdotool search --sync --name "Untitled" | head -n1); sleep 1; '
             f'xdotool windowfocus --sync "$W" key {combo}; sleep 2'}
 
 

@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from core.network import build, config_from_state_dict
+from core import weights
+from core.network import Config, build, config_from_state_dict
 from core.weights import COMPACT_CONFIG
 from tests.conftest import shared_path
-from training import degrade, qf_head, train
+from training import deepen, degrade, qf_head, ship, train
 
 
 def test_double_jpeg_is_shifted_and_labelled_with_the_lower_qf():
@@ -65,3 +66,42 @@ def test_qf_head_stage_changes_only_the_predicted_qf(tmp_path, datasets):
     x, q = torch.rand(1, 3, 64, 64), torch.tensor([[0.7]])
     with torch.no_grad():
         assert torch.equal(start.eval()(x, qf_input=q)[0], tuned(x, qf_input=q)[0])
+
+
+SMALL = Config(in_nc=3, out_nc=3, nc=(8, 8, 16, 16), nb=1, qf_nc=8, residual=True)
+
+
+def _outputs(model, x, q):
+    with torch.no_grad():
+        return model.eval()(x)[0], model(x, qf_input=q)[0], model.predict_qf(x)
+
+
+def test_deepen_adds_a_block_per_stage_and_keeps_the_trained_function():
+    torch.manual_seed(0)
+    src = build(SMALL)
+    # With beta = tanh(0) = 0 every new block is exactly the identity, so any
+    # misplaced tensor would show in the output.
+    for k in (1, 2, 3):
+        torch.nn.init.zeros_(getattr(src, f"to_beta_{k}")[0].weight)
+        torch.nn.init.zeros_(getattr(src, f"to_beta_{k}")[0].bias)
+    sd = deepen.deepen(src.state_dict())
+    deeper = build(config_from_state_dict(sd))
+    assert deeper.config.nb == 2
+    deeper.load_state_dict(sd, strict=True)
+    x, q = torch.rand(1, 3, 40, 48), torch.tensor([[0.6]])
+    for a, b in zip(_outputs(src, x, q), _outputs(deeper, x, q)):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_ship_writes_half_precision_that_loads_as_the_same_model(tmp_path):
+    torch.manual_seed(0)
+    src = build(SMALL)
+    torch.save(src.state_dict(), tmp_path / "in.pth")
+    ship.main([str(tmp_path / "in.pth"), str(tmp_path / "out.pth")])
+    sd = torch.load(tmp_path / "out.pth", weights_only=True)
+    assert all(v.dtype == torch.float16 for v in sd.values())
+    loaded = weights.load_model(tmp_path / "out.pth")
+    assert loaded.config == SMALL and next(loaded.parameters()).dtype == torch.float32
+    x, q = torch.rand(1, 3, 32, 32), torch.tensor([[0.6]])
+    for a, b in zip(_outputs(src, x, q), _outputs(loaded, x, q)):
+        torch.testing.assert_close(a, b, rtol=1e-2, atol=2e-3)

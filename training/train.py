@@ -13,6 +13,7 @@ import math
 import pathlib
 import random
 import time
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -21,7 +22,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from bench.metrics import psnr
 from core.engine import cpu_has_bf16
-from core.network import build
+from core.network import build, config_from_state_dict
 from core.weights import COMPACT_CONFIG
 from training import data, degrade
 
@@ -118,6 +119,8 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--init", type=pathlib.Path, default=None,
                     help="start from these weights (e.g. core/models/fbcnn_compact.pth) when no checkpoint exists")
+    ap.add_argument("--blocks", type=int, default=None,
+                    help="blocks per stage of a model trained from scratch (default: the shipped model's)")
     a = ap.parse_args(argv)
     if a.bf16 is None:
         a.bf16 = a.device != "cpu" or cpu_has_bf16()
@@ -126,23 +129,27 @@ def main(argv=None):
     ckpt_path, log_path = a.out / "checkpoint.pt", a.out / "log.jsonl"
 
     torch.manual_seed(a.seed)
-    model = build(COMPACT_CONFIG).train()
+    ck = torch.load(ckpt_path, map_location=a.device, weights_only=False) if ckpt_path.exists() else None
+    init = torch.load(a.init, map_location="cpu", weights_only=True) if a.init is not None and ck is None else None
+    # The architecture comes from what the run starts from (e.g. a deepened model), else the shipped one.
+    start_sd = ck["model"] if ck is not None else init
+    fresh = replace(COMPACT_CONFIG, nb=a.blocks or COMPACT_CONFIG.nb)
+    model = build(config_from_state_dict(start_sd) if start_sd is not None else fresh).train()
     # Start at "no change": with the global residual a zero tail makes the output equal the input.
     torch.nn.init.zeros_(model.m_tail.weight)
     torch.nn.init.zeros_(model.m_tail.bias)
     rng = random.Random(a.seed)
     start, spent, best = 0, 0.0, float("-inf")
-    if a.init is not None and not ckpt_path.exists():
-        model.load_state_dict(torch.load(a.init, map_location="cpu", weights_only=True))
-        print(f"initialised from {a.init}")
+    if init is not None:
+        model.load_state_dict(init)
+        print(f"initialised from {a.init} ({model.config.nb} blocks per stage)")
     # channels_last: 1.15x faster per step in fp32 on these CPUs.
     model = model.to(a.device, memory_format=torch.channels_last)
     opt = torch.optim.Adam(model.parameters(), lr=a.lr)
     # The average of recent weights is what gets validated and shipped: it is smoother
     # than the last step's weights at no training cost.
     ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(a.ema)) if a.ema else None
-    if ckpt_path.exists():
-        ck = torch.load(ckpt_path, map_location=a.device, weights_only=False)
+    if ck is not None:
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["opt"])
         if ema is not None and "ema" in ck:

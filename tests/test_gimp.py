@@ -479,11 +479,8 @@ xdotool windowfocus --sync "$W" key alt+o
 """
 
 def keys(combo):
-    """Press keys in the image window (GIMP's own undo/redo shortcuts)."""
-    # The pause before the key: once (1 in ~6 fresh-clone runs) a Ctrl+Z sent right
-    # after the previous step was lost and undo never happened.
-    return {"op": "shell", "cmd": 'W=$(xdotool search --sync --name "Untitled" | head -n1); sleep 1; '
-            f'xdotool windowfocus --sync "$W" key {combo}; sleep 2'}
+    """Press keys in the image window (GIMP's own undo/redo shortcuts) until the pixels change."""
+    return {"op": "keys", "combo": combo}
 
 
 @pytest.fixture(scope="module")
@@ -573,6 +570,9 @@ def test_dialog_ok_applies_and_undo_is_one_step(gui_run):
     # One Ctrl+Z restores the original exactly, one Ctrl+Y the result: the
     # filter is one undo step.
     assert gui_run.step("dialog", "display")["undo_enabled"]
+    undo, redo = gui_run.step("dialog", "keys", 0), gui_run.step("dialog", "keys", 1)
+    assert undo["changed"] and redo["changed"], (undo, redo)
+    sys.stderr.write(f"\n[gimp] undo took {undo['presses']} Ctrl+Z, redo {redo['presses']} Ctrl+Y\n")
     assert np.array_equal(raw(gui_run, "after_undo", size=size), before)
     assert np.array_equal(raw(gui_run, "after_redo", size=size), after)
 

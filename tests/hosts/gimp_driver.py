@@ -195,6 +195,35 @@ def step_shell(state, s):
     return {"rc": done.returncode, "stdout": done.stdout[-2000:], "stderr": done.stderr[-2000:]}
 
 
+def _pixels(drawable) -> bytes:
+    w, h = drawable.get_width(), drawable.get_height()
+    return bytes(drawable.get_buffer().get(Gegl.Rectangle.new(0, 0, w, h), 1.0, "R'G'B'A u8",
+                                           Gegl.AbyssPolicy.CLAMP))
+
+
+def step_keys(state, s):
+    """GUI runs only: press keys in the image window and wait until the pixels change.
+
+    Key events reach GIMP asynchronously, and once in about six runs a Ctrl+Z sent
+    with a fixed pause was lost. So the press is repeated (up to `tries` times) only
+    if nothing changed within `wait` seconds; the record says how many it took. Extra
+    undo/redo presses past the end of the history change nothing.
+    """
+    drawable = _target(state, s.get("which"))
+    before = _pixels(drawable)
+    cmd = ('W=$(xdotool search --sync --name "%s" | head -n1); xdotool windowfocus --sync "$W" key %s'
+           % (s.get("window", "Untitled"), s["combo"]))
+    presses = 0
+    for presses in range(1, s.get("tries", 3) + 1):
+        subprocess.run(cmd, shell=True, capture_output=True, timeout=60)
+        deadline = time.time() + s.get("wait", 6)
+        while time.time() < deadline:
+            if _pixels(drawable) != before:
+                return {"presses": presses, "changed": True}
+            time.sleep(0.2)
+    return {"presses": presses, "changed": False}
+
+
 def step_write_file(state, s):
     """Replace (or, with text null, delete) a file, e.g. to break the worker config."""
     if s.get("text") is None:

@@ -23,10 +23,10 @@ import torch
 
 from core.network import Config, FBCNN, build, config_from_state_dict
 
-COMPACT_CONFIG = Config(in_nc=3, out_nc=3, nc=(16, 32, 64, 128), nb=2, qf_nc=64, residual=True)
+COMPACT_CONFIG = Config(in_nc=3, out_nc=3, nc=(16, 32, 64, 128), nb=3, qf_nc=64, residual=True)
 
 # The bundled compact model's sha256; training/README.md says how the file was made.
-COMPACT_SHA256: str | None = "b3d97ebc513f315a038838b486c9e42e7a44f4b2defbbea5768678323170afa2"
+COMPACT_SHA256: str | None = "2190ed2505a976a8c7705c96935379b13c8d44038f7336c8a0d9d2a2a90f58fb"
 
 _RELEASE = "https://github.com/jiaxi-jiang/FBCNN/releases/download/v1.0/"
 PACKAGE_MODELS = pathlib.Path(__file__).resolve().parent / "models"

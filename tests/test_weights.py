@@ -361,3 +361,12 @@ def test_cache_dir_per_platform(platform, env, expected, tmp_path, monkeypatch):
         monkeypatch.setenv(k, v)
     monkeypatch.setattr(weights.sys, "platform", platform)
     assert str(weights.cache_dir()) == expected.replace("HOME", str(tmp_path))
+
+
+def test_shipped_compact_model_meets_its_size_and_flops_bars():
+    """The bundled file itself: verified, <= 10 MB, the registry's architecture, <= 1/20 of the FLOPs."""
+    path = weights.verify("compact")
+    assert path.stat().st_size <= 10_000_000, path.stat().st_size
+    assert weights.load_model("compact").config == weights.COMPACT_CONFIG
+    from core.network import flops_per_pixel
+    assert flops_per_pixel(weights.COMPACT_CONFIG, 64) * 20 <= flops_per_pixel(Config(), 64)

@@ -26,7 +26,7 @@ from core.network import Config, FBCNN, build, config_from_state_dict
 COMPACT_CONFIG = Config(in_nc=3, out_nc=3, nc=(16, 32, 64, 128), nb=3, qf_nc=64, residual=True)
 
 # The bundled compact model's sha256; training/README.md says how the file was made.
-COMPACT_SHA256: str | None = "2190ed2505a976a8c7705c96935379b13c8d44038f7336c8a0d9d2a2a90f58fb"
+COMPACT_SHA256: str | None = "c3d2df0561ab47247a0b413f52b67782378a08c53b95e100a2c37d49b048f076"
 
 _RELEASE = "https://github.com/jiaxi-jiang/FBCNN/releases/download/v1.0/"
 PACKAGE_MODELS = pathlib.Path(__file__).resolve().parent / "models"

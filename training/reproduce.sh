@@ -48,5 +48,9 @@ PY=${PYTHON:-python3}
 "$PY" -m training.train --init training/run5/deep_init.pth --iters 13500 --lr 4e-4 --patch 128 \
     --batch 16 --threads 2 --val-every 1000 --out training/run5
 
+# Then a second, lower cosine from there.
+"$PY" -m training.train --init training/run5/compact_best.pth --iters 2700 --lr 2e-4 --patch 128 \
+    --batch 16 --threads 2 --val-every 900 --out training/run6
+
 # Shipped in half precision (the 10 MB limit); prints the sha256 for core/weights.py COMPACT_SHA256.
-"$PY" -m training.ship training/run5/compact_best.pth core/models/fbcnn_compact.pth
+"$PY" -m training.ship training/run6/compact_best.pth core/models/fbcnn_compact.pth

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import re
+from dataclasses import replace
 
 import torch
 
@@ -25,7 +26,7 @@ def deepen(sd: dict, seed: int = 0) -> dict:
     old = config_from_state_dict(sd)
     nb = old.nb
     torch.manual_seed(seed)
-    new = build(old.__class__(**{**old.as_dict(), "nb": nb + 1}))
+    new = build(replace(old, nb=nb + 1))
     out = new.state_dict()
     for key, value in sd.items():
         m = re.match(r"(\w+)\.(\d+)\.(.*)", key)
@@ -51,9 +52,9 @@ def main(argv=None):
     ap.add_argument("dst")
     a = ap.parse_args(argv)
     sd = torch.load(a.src, map_location="cpu", weights_only=True)
+    nb = config_from_state_dict(sd).nb
     torch.save(deepen(sd), a.dst)
-    print(f"{a.src} ({config_from_state_dict(sd).nb} blocks per stage) -> {a.dst} "
-          f"({config_from_state_dict(torch.load(a.dst, weights_only=True)).nb})")
+    print(f"{a.src} ({nb} blocks per stage) -> {a.dst} ({nb + 1})")
 
 
 if __name__ == "__main__":

@@ -119,14 +119,17 @@ def step_channel(state, s):
     return {}
 
 
+def _pixels(drawable, fmt="R'G'B'A u8") -> bytes:
+    w, h = drawable.get_width(), drawable.get_height()
+    return bytes(drawable.get_buffer().get(Gegl.Rectangle.new(0, 0, w, h), 1.0, fmt,
+                                           Gegl.AbyssPolicy.CLAMP))
+
+
 def step_dump(state, s):
     drawable = _target(state, s.get("which"))
-    w, h = drawable.get_width(), drawable.get_height()
-    data = bytes(drawable.get_buffer().get(Gegl.Rectangle.new(0, 0, w, h), 1.0, s["format"],
-                                           Gegl.AbyssPolicy.CLAMP))
     with open(s["path"], "wb") as f:
-        f.write(data)
-    return {"width": w, "height": h}
+        f.write(_pixels(drawable, s["format"]))
+    return {"width": drawable.get_width(), "height": drawable.get_height()}
 
 
 def step_layers(state, s):
@@ -193,12 +196,6 @@ def step_shell(state, s):
         return {}
     done = subprocess.run(s["cmd"], shell=True, capture_output=True, text=True)
     return {"rc": done.returncode, "stdout": done.stdout[-2000:], "stderr": done.stderr[-2000:]}
-
-
-def _pixels(drawable) -> bytes:
-    w, h = drawable.get_width(), drawable.get_height()
-    return bytes(drawable.get_buffer().get(Gegl.Rectangle.new(0, 0, w, h), 1.0, "R'G'B'A u8",
-                                           Gegl.AbyssPolicy.CLAMP))
 
 
 def step_keys(state, s):

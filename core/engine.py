@@ -190,12 +190,12 @@ class Engine:
         return self._models[key]
 
     # inference ----------------------------------------------------------
-    def _forward(self, model, x: torch.Tensor, qf: Optional[float], device: str):
+    def _forward(self, model, x: torch.Tensor, qf: float, device: str) -> torch.Tensor:
+        """The restored tile at a fixed QF (model convention); the QF head is not run."""
         with torch.inference_mode(), autocast(device, self.precision):
             if device == "cpu" and CPU_CHANNELS_LAST:
                 x = x.contiguous(memory_format=torch.channels_last)
-            q = None if qf is None else torch.full((x.shape[0], 1), qf, device=device)
-            return model(x, qf_input=q) if q is not None else model(x)
+            return model.restore(x, torch.full((x.shape[0], 1), qf, device=device))
 
     def _to_tensor(self, a: np.ndarray, device: str) -> torch.Tensor:
         return torch.from_numpy(np.ascontiguousarray(a.transpose(2, 0, 1)))[None].to(device)
@@ -297,7 +297,7 @@ class Engine:
 
             def fn(a, net=net, device=device):
                 x = self._to_tensor(np.clip(a, 0, 1), device)
-                y, _ = self._forward(net, x, qf_value, device)
+                y = self._forward(net, x, qf_value, device)
                 return y[0].float().permute(1, 2, 0).cpu().numpy()
 
             try:

@@ -42,7 +42,11 @@ class ResBlock(nn.Module):
         self.res = nn.Sequential(_conv(nc, nc), nn.ReLU(inplace=True), _conv(nc, nc))
 
     def forward(self, x):
-        return x + self.res(x)
+        # In place: a fresh full-resolution tensor per add cost a quarter of CPU inference.
+        # Safe under autograd too, since a conv's backward does not need its output.
+        r = self.res(x)
+        r += x
+        return r
 
 
 class QFAttention(nn.Module):
@@ -53,7 +57,16 @@ class QFAttention(nn.Module):
         self.res = nn.Sequential(_conv(nc, nc), nn.ReLU(inplace=True), _conv(nc, nc))
 
     def forward(self, x, gamma, beta):
-        return x + gamma[:, :, None, None] * self.res(x) + beta[:, :, None, None]
+        if torch.is_grad_enabled() or gamma.shape[0] != 1:
+            return x + gamma[:, :, None, None] * self.res(x) + beta[:, :, None, None]
+        # Inference with one QF: fold gamma and beta into the last conv, saving two
+        # full-resolution passes per block.
+        conv = self.res[2]
+        g = gamma[0].to(conv.weight.dtype)
+        r = F.conv2d(self.res[1](self.res[0](x)), conv.weight * g[:, None, None, None],
+                     conv.bias * g + beta[0].to(conv.bias.dtype), padding=1)
+        r += x
+        return r
 
 
 def _down(nb: int, cin: int, cout: int) -> nn.Sequential:
@@ -119,10 +132,20 @@ class FBCNN(nn.Module):
 
     def forward(self, x, qf_input=None):
         h, w = x.shape[-2:]
-        xp, (x1, x2, x3, x4), enc = self.encode(x)
+        xp, skips, enc = self.encode(x)
         qf = self.qf_pred(enc)
+        return self._decode(xp, skips, enc, qf if qf_input is None else qf_input)[..., :h, :w], qf
+
+    def restore(self, x, qf_input):
+        """The restored image alone, at a given QF (model convention): skips the QF head."""
+        h, w = x.shape[-2:]
+        xp, skips, enc = self.encode(x)
+        return self._decode(xp, skips, enc, qf_input)[..., :h, :w]
+
+    def _decode(self, xp, skips, enc, qf):
+        x1, x2, x3, x4 = skips
         y = self.m_body_decoder(enc)
-        emb = self.qf_embed(qf if qf_input is None else qf_input.to(enc.dtype))
+        emb = self.qf_embed(qf.to(enc.dtype))
         for k, up, skip in ((3, self.m_up3, x4), (2, self.m_up2, x3), (1, self.m_up1, x2)):
             gamma, beta = getattr(self, f"to_gamma_{k}")(emb), getattr(self, f"to_beta_{k}")(emb)
             y = up[0](y + skip)
@@ -130,11 +153,11 @@ class FBCNN(nn.Module):
                 y = block(y, gamma, beta)
         # The tail runs in fp32 even under autocast: a bf16 image would hold only ~8 bits,
         # and high-bit-depth layers must not be squeezed through 8 bits.
-        with torch.autocast(x.device.type, enabled=False):
+        with torch.autocast(xp.device.type, enabled=False):
             y = self.m_tail((y + x1).float())
             if self.config.residual:
                 y = y + xp.float()
-        return y[..., :h, :w], qf
+        return y
 
 
 def config_from_state_dict(sd) -> Config:

@@ -162,10 +162,10 @@ class OOMAbove(torch.nn.Module):
         super().__init__()
         self.inner, self.limit, self.config = inner, limit, inner.config
 
-    def forward(self, x, qf_input=None):
+    def restore(self, x, qf_input):
         if max(x.shape[-2:]) > self.limit:
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
-        return self.inner(x, qf_input)
+        return self.inner.restore(x, qf_input)
 
     def predict_qf(self, x):
         return self.inner.predict_qf(x)

@@ -46,3 +46,24 @@ def test_reproduces_reference_outputs(manifest, spec, cfg):
         err = np.abs(img.numpy() - ref_img).max()
         assert err <= rtol * np.abs(ref_img).max(), (spec, cfg, case, err)
         assert np.abs(qf.numpy() - ref_qf).max() <= 2e-6, (spec, cfg, case)
+    # The engine's path: the QF head skipped, gamma and beta folded into the convs.
+    with torch.inference_mode():
+        img = model.restore(x, torch.tensor([[0.7]]))
+    ref_img = np.load(ref / f"{sub}{cfg}_qfinput0p70_QF30_image.npy")
+    assert np.abs(img.numpy() - ref_img).max() <= rtol * np.abs(ref_img).max(), (spec, cfg)
+
+
+def test_inference_fast_path_equals_the_training_path():
+    """Folding the QF attention into the convs (batch 1, no grad) changes nothing but rounding."""
+    torch.manual_seed(0)
+    model = FBCNN(nc=(16, 32, 64, 128), nb=2, qf_nc=64, residual=True).eval()
+    for p in model.parameters():  # away from the zero-initialised last convs of deepened blocks
+        p.data.normal_(0, 0.05)
+    x = torch.rand(2, 3, 40, 48)
+    q = torch.tensor([[0.9], [0.3]])
+    slow, _ = model(x, qf_input=q)  # grad enabled and batch 2: the plain expression
+    with torch.inference_mode():
+        for i in range(2):
+            fast = model.restore(x[i:i + 1], q[i:i + 1])
+            assert torch.allclose(fast, slow[i:i + 1], rtol=1e-4, atol=1e-5)
+            assert torch.equal(fast, model(x[i:i + 1], qf_input=q[i:i + 1])[0])

@@ -30,7 +30,7 @@ class Cancelled(Exception):
     """The caller cancelled; no partial result exists."""
 
 
-def qf_to_model(qf: int) -> float:
+def qf_to_model(qf: float) -> float:
     return 1.0 - qf / 100.0
 
 
@@ -278,7 +278,7 @@ class Engine:
             qf_used, qf_detected, source, details = int(qf), None, "manual", {}
 
         padded, top, left = pad_to_grid(image, origin)
-        out, device = self._run(name, padded, qf_to_model(qf_used), tile, progress, cancel, warns)
+        out, device = self._run(name, padded, qf_to_model(weights.decoder_qf(name, qf_used)), tile, progress, cancel, warns)
         out = out[top:, left:]
         restored = self._model_output(out, color)
         if pixels.dtype in (np.float16, np.float32):

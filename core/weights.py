@@ -19,6 +19,7 @@ import urllib.request
 from dataclasses import dataclass
 from http.client import HTTPException
 
+import numpy as np
 import torch
 
 from core.network import Config, FBCNN, build, config_from_state_dict
@@ -26,7 +27,11 @@ from core.network import Config, FBCNN, build, config_from_state_dict
 COMPACT_CONFIG = Config(in_nc=3, out_nc=3, nc=(16, 32, 64, 128), nb=3, qf_nc=64, residual=True)
 
 # The bundled compact model's sha256; training/README.md says how the file was made.
-COMPACT_SHA256: str | None = "c3d2df0561ab47247a0b413f52b67782378a08c53b95e100a2c37d49b048f076"
+COMPACT_SHA256: str | None = "031995362fba9b56b9d19e3d158ca64be3936b136d059d1e9bbe32bffbc6f59d"
+# (JPEG QF, points added to the QF its decoder is told), measured for that file on
+# training crops by training/calibrate.py: it restores best a few points above the
+# true QF. Re-measure whenever the file changes.
+COMPACT_QF_OFFSETS: tuple = ((5, 0), (10, 2), (20, 2), (30, 4), (40, 6), (50, 4), (60, 4), (70, 2), (80, 0), (90, 0))
 
 _RELEASE = "https://github.com/jiaxi-jiang/FBCNN/releases/download/v1.0/"
 PACKAGE_MODELS = pathlib.Path(__file__).resolve().parent / "models"
@@ -43,6 +48,7 @@ class ModelEntry:
     config: Config
     bundled: bool
     description: str
+    qf_offsets: tuple = ()    # see COMPACT_QF_OFFSETS; the official models get none
 
 
 def _official(name, size, sha, config, description) -> ModelEntry:
@@ -53,7 +59,7 @@ _GRAY = Config(in_nc=1, out_nc=1)
 
 REGISTRY: dict[str, ModelEntry] = {
     "compact": ModelEntry("compact", "fbcnn_compact.pth", None, None, COMPACT_SHA256, COMPACT_CONFIG, True,
-                          "small bundled model, trained by this project (fast on CPU)"),
+                          "small bundled model, trained by this project (fast on CPU)", COMPACT_QF_OFFSETS),
     "fbcnn_color": _official("fbcnn_color", 287755111,
                              "8b0e4ef23d59cf7ac934a342cb31a17619e4fa4a0b3374a9d78c5174312387e8",
                              Config(), "official FBCNN, color"),
@@ -103,6 +109,15 @@ def entry(name: str) -> ModelEntry:
     except (KeyError, TypeError):
         raise ValueError(f"unknown model {name!r}; known models: {', '.join(REGISTRY)} "
                          f"(or give a path to a .pth file)") from None
+
+
+def decoder_qf(name: str, qf: int) -> float:
+    """The QF to condition model `name`'s decoder on for a JPEG of quality `qf`."""
+    e = REGISTRY.get(name)
+    if e is None or not e.qf_offsets:
+        return float(qf)
+    knots, offsets = zip(*e.qf_offsets)
+    return min(100.0, qf + float(np.interp(qf, knots, offsets)))
 
 
 def model_path(name: str) -> pathlib.Path:

@@ -1,4 +1,5 @@
 """The tiled engine: tiling agreement, grid alignment, dtypes, alpha, QF, OOM ladder, cancel."""
+import dataclasses
 import io
 
 import numpy as np
@@ -197,3 +198,25 @@ def test_out_of_memory_halves_tile_then_falls_back_to_cpu(model_path):
         torch.cuda.empty_cache = torch_empty
     assert res.device == "cpu"
     assert any("falling back to the CPU" in w for w in res.warnings)
+
+
+def test_decoder_qf_offsets_interpolate_and_apply_only_to_their_model(monkeypatch):
+    e = weights.REGISTRY["compact"]
+    monkeypatch.setitem(weights.REGISTRY, "compact", dataclasses.replace(e, qf_offsets=((10, 4), (50, 0))))
+    assert weights.decoder_qf("compact", 10) == 14 and weights.decoder_qf("compact", 30) == 32
+    assert weights.decoder_qf("compact", 5) == 9 and weights.decoder_qf("compact", 90) == 90
+    assert weights.decoder_qf("fbcnn_color", 30) == 30  # the official models are used as released
+    assert weights.decoder_qf("/some/file.pth", 30) == 30
+
+
+def test_engine_conditions_the_decoder_on_the_calibrated_qf(eng, monkeypatch):
+    if weights.status("compact") != "bundled":
+        pytest.skip("no bundled compact model")
+    e = weights.REGISTRY["compact"]
+    monkeypatch.setitem(weights.REGISTRY, "compact", dataclasses.replace(e, qf_offsets=((10, 6),)))
+    img = blocky(64, 64, qf=10)
+    path = str(weights.model_path("compact"))
+    res = eng.restore(img, model="compact", qf=10)
+    assert res.qf_used == 10  # what the user sees stays the JPEG quality
+    assert np.array_equal(res.pixels, eng.restore(img, model=path, qf=16).pixels)
+    assert not np.array_equal(res.pixels, eng.restore(img, model=path, qf=10).pixels)

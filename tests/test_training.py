@@ -105,3 +105,23 @@ def test_ship_writes_half_precision_that_loads_as_the_same_model(tmp_path):
     x, q = torch.rand(1, 3, 32, 32), torch.tensor([[0.6]])
     for a, b in zip(_outputs(src, x, q), _outputs(loaded, x, q)):
         torch.testing.assert_close(a, b, rtol=1e-2, atol=2e-3)
+
+
+def test_calibrate_finds_a_best_offset_per_qf_on_training_crops(monkeypatch, datasets):
+    from training import calibrate
+    if weights.status("compact") != "bundled":
+        pytest.skip("no bundled compact model")
+    monkeypatch.setattr(calibrate, "QFS", (10, 60))
+    monkeypatch.setattr(calibrate, "OFFSETS", (0, 4, 40))
+    samples = calibrate.crops(2, 64)
+    assert [s.shape for s in samples] == [(64, 64, 3)] * 2
+    rows = calibrate.best_offsets(str(weights.model_path("compact")), samples)
+    assert [r[0] for r in rows] == [10, 60]
+    # Telling the decoder QF 50 or 100 for a QF-10 or QF-60 image is never the best.
+    assert all(off in (0, 4) and gain >= 0 for _, off, gain in rows)
+
+
+def test_shipped_qf_offsets_are_small_and_on_increasing_knots():
+    knots = [q for q, _ in weights.COMPACT_QF_OFFSETS]
+    assert knots == sorted(set(knots))
+    assert all(0 <= off <= 10 for _, off in weights.COMPACT_QF_OFFSETS)

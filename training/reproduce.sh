@@ -54,3 +54,10 @@ PY=${PYTHON:-python3}
 
 # Shipped in half precision (the 10 MB limit); prints the sha256 for core/weights.py COMPACT_SHA256.
 "$PY" -m training.ship training/run6/compact_best.pth core/models/fbcnn_compact.pth
+
+# v5 (2026-12-02, late evening): a third, lower cosine from the shipped v4 file, then the
+# decoder-QF offsets for core/weights.py COMPACT_QF_OFFSETS.
+"$PY" -m training.train --init core/models/fbcnn_compact.pth --iters 2400 --lr 1.5e-4 --patch 128 \
+    --batch 16 --threads 2 --val-every 600 --out training/run7
+"$PY" -m training.ship training/run7/compact_best.pth core/models/fbcnn_compact.pth
+"$PY" -m training.calibrate core/models/fbcnn_compact.pth

@@ -297,9 +297,6 @@ def test_auto_improves_psnr_over_gimps_decode(batch):
     assert psnr_gain_over_gimps_decode(batch) > 0.2
 
 
-@pytest.mark.xfail(reason="issue 3 is open: the bundled compact model is under-trained "
-                          "(README, Quality); this is the issue-4 bar it must reach",
-                   strict=False)
 def test_auto_raises_psnr_by_1db(batch):
     gain = psnr_gain_over_gimps_decode(batch)
     assert gain >= 1.0, f"PSNR gain {gain:.2f} dB < 1.0 dB"

@@ -358,9 +358,6 @@ def test_auto_improves_psnr_over_kritas_decode(krita):
     assert psnr_gain_over_kritas_decode(krita) > 0.2
 
 
-@pytest.mark.xfail(reason="issue 3 is open: the bundled compact model is under-trained "
-                          "(README, Quality); this is the issue-5 bar it must reach",
-                   strict=False)
 def test_auto_raises_psnr_by_1db_over_kritas_decode(krita):
     assert psnr_gain_over_kritas_decode(krita) >= 1.0
 

@@ -67,3 +67,35 @@ def test_inference_fast_path_equals_the_training_path():
             fast = model.restore(x[i:i + 1], q[i:i + 1])
             assert torch.allclose(fast, slow[i:i + 1], rtol=1e-4, atol=1e-5)
             assert torch.equal(fast, model(x[i:i + 1], qf_input=q[i:i + 1])[0])
+
+
+def test_qf_experts_start_as_the_identity_and_mix_per_image():
+    """Zero deltas change nothing; trained deltas give each image its QF's own weights, at no FLOP cost."""
+    from dataclasses import replace
+    from core.network import build, flops_per_pixel
+    torch.manual_seed(0)
+    plain_cfg = Config(nc=(8, 16, 16, 16), nb=1, qf_nc=8, residual=True)
+    cfg = replace(plain_cfg, qf_experts=2)
+    plain, experts = build(plain_cfg).eval(), build(cfg).eval()
+    for p in plain.parameters():
+        p.data.normal_(0, 0.1)
+    missing, unexpected = experts.load_state_dict(plain.state_dict(), strict=False)
+    assert not unexpected and missing and all(k.startswith(("qf_delta.", "qf_mix.")) for k in missing)
+    assert config_from_state_dict(experts.state_dict()) == cfg
+    x, q = torch.rand(2, 3, 24, 32), torch.tensor([[0.9], [0.3]])
+    with torch.inference_mode():
+        assert torch.allclose(experts(x, qf_input=q)[0], plain(x, qf_input=q)[0], atol=1e-6)
+    for d in experts.qf_delta:
+        d.data.normal_(0, 0.1)
+    batch, _ = experts(x, qf_input=q)  # grad path: one grouped conv over the two images' weights
+    with torch.inference_mode():
+        for i in range(2):
+            single = experts.restore(x[i:i + 1], q[i:i + 1])
+            assert torch.allclose(single, batch[i:i + 1], rtol=1e-4, atol=1e-5)
+        assert not torch.allclose(experts.restore(x[:1], q[:1]), plain.restore(x[:1], q[:1]), atol=1e-3)
+        # Another QF runs through other weights.
+        w9, w3 = (experts._expert_weights(experts.qf_embed(q[i:i + 1])) for i in range(2))
+        assert all(not torch.allclose(a, b) for a, b in zip(w9, w3))
+        assert all(w is None for w in plain._expert_weights(plain.qf_embed(q[:1])))
+    # Only the once-per-call weight mixing is added (0.1% here, at 64 x 64).
+    assert flops_per_pixel(cfg, 64) == pytest.approx(flops_per_pixel(plain_cfg, 64), rel=1e-2)

@@ -125,3 +125,31 @@ def test_shipped_qf_offsets_are_small_and_on_increasing_knots():
     knots = [q for q, _ in weights.COMPACT_QF_OFFSETS]
     assert knots == sorted(set(knots))
     assert all(0 <= off <= 10 for _, off in weights.COMPACT_QF_OFFSETS)
+
+
+def test_init_gives_a_model_without_experts_zero_experts(tmp_path, datasets):
+    torch.manual_seed(0)
+    start = build(SMALL)
+    src, out = tmp_path / "in.pth", tmp_path / "run"
+    torch.save(start.state_dict(), src)
+    train.main(["--init", str(src), "--experts", "2", "--iters", "1", "--lr", "0", "--patch", "32", "--batch", "2",
+                "--threads", "1", "--val-every", "1", "--ema", "0", "--loss-power", "0.5", "--out", str(out)])
+    sd = torch.load(out / "compact_latest.pth", weights_only=True)
+    assert config_from_state_dict(sd).qf_experts == 2
+    assert all(not sd[k].any() for k in sd if k.startswith("qf_delta."))
+    assert all(torch.equal(sd[k], v) for k, v in start.state_dict().items())
+    with pytest.raises(ValueError, match="before it gets QF experts"):
+        deepen.deepen(sd)
+
+
+def test_loss_power_weights_samples_by_their_jpeg_error():
+    gt = torch.zeros(2, 3, 8, 8)
+    lq = torch.stack([torch.full((3, 8, 8), 0.04), torch.full((3, 8, 8), 0.16)])
+    y = torch.stack([torch.full((3, 8, 8), 0.02), torch.full((3, 8, 8), 0.02)])
+    assert train.image_loss(y, gt, lq) == pytest.approx(0.02)
+    # Weights 1/sqrt(0.04) and 1/sqrt(0.16) = 5 and 2.5, normalised to mean 1.
+    w = torch.tensor([5.0, 2.5]) / 3.75
+    assert train.image_loss(y, gt, lq, 0.5) == pytest.approx(float((w * 0.02).mean()))
+    y2 = torch.stack([torch.full((3, 8, 8), 0.0), torch.full((3, 8, 8), 0.04)])
+    # The same total L1 costs more on the lightly compressed sample.
+    assert train.image_loss(y2[[1, 0]], gt, lq, 0.5) > train.image_loss(y2, gt, lq, 0.5)

@@ -24,6 +24,9 @@ _SHIFTED = ("m_down1", "m_down2", "m_down3", "qf_pred")
 
 def deepen(sd: dict, seed: int = 0) -> dict:
     old = config_from_state_dict(sd)
+    if old.qf_experts:
+        # Expert deltas are numbered by conv; a deeper model renumbers them.
+        raise ValueError("deepen a model before it gets QF experts, not after")
     nb = old.nb
     torch.manual_seed(seed)
     new = build(replace(old, nb=nb + 1))

@@ -42,7 +42,7 @@ def load_val(n=18, crop=256):
 
 
 @torch.inference_mode()
-def validate(model, val, qfs=(10, 30)) -> dict:
+def validate(model, val, qfs=(10, 20, 30, 40)) -> dict:
     model.eval()
     device = next(model.parameters()).device
     res = {}
@@ -87,6 +87,19 @@ class Batches(torch.utils.data.IterableDataset):
         return batches(self.images, rng, self.batch, self.patch, self.p_double)
 
 
+def image_loss(y, gt, lq, power=0.0, floor=0.01):
+    """L1, each sample weighted by its JPEG's own L1 error to the power -`power` (mean weight 1).
+
+    PSNR gain is a ratio, so plain L1 spends most of a small model's capacity on the
+    heaviest compression; the floor keeps nearly clean samples from dominating.
+    """
+    err = (y - gt).abs().mean(dim=(1, 2, 3))
+    if not power:
+        return err.mean()
+    w = (lq.float() - gt).abs().mean(dim=(1, 2, 3)).clamp_min(floor) ** -power
+    return (err * (w / w.mean())).mean()
+
+
 def lr_at(it, total, base, warm=300):
     if it < warm:
         return base * (it + 1) / warm
@@ -121,6 +134,12 @@ def main(argv=None):
                     help="start from these weights (e.g. core/models/fbcnn_compact.pth) when no checkpoint exists")
     ap.add_argument("--blocks", type=int, default=None,
                     help="blocks per stage of a model trained from scratch (default: the shipped model's)")
+    ap.add_argument("--experts", type=int, default=None,
+                    help="QF experts per decoder conv (default: the starting model's, else the shipped model's); "
+                         "an --init model without them gets zero deltas")
+    ap.add_argument("--loss-power", type=float, default=0.0,
+                    help="weight each sample's L1 by (its JPEG's L1 error)^-p, so lightly compressed samples "
+                         "are not drowned out by heavy ones (0: plain L1)")
     a = ap.parse_args(argv)
     if a.bf16 is None:
         a.bf16 = a.device != "cpu" or cpu_has_bf16()
@@ -133,16 +152,22 @@ def main(argv=None):
     init = torch.load(a.init, map_location="cpu", weights_only=True) if a.init is not None and ck is None else None
     # The architecture comes from what the run starts from (e.g. a deepened model), else the shipped one.
     start_sd = ck["model"] if ck is not None else init
-    fresh = replace(COMPACT_CONFIG, nb=a.blocks or COMPACT_CONFIG.nb)
-    model = build(config_from_state_dict(start_sd) if start_sd is not None else fresh).train()
+    config = config_from_state_dict(start_sd) if start_sd is not None else replace(COMPACT_CONFIG, nb=a.blocks or COMPACT_CONFIG.nb)
+    if a.experts is not None and ck is None:
+        config = replace(config, qf_experts=a.experts)
+    model = build(config).train()
     # Start at "no change": with the global residual a zero tail makes the output equal the input.
     torch.nn.init.zeros_(model.m_tail.weight)
     torch.nn.init.zeros_(model.m_tail.bias)
     rng = random.Random(a.seed)
     start, spent, best = 0, 0.0, float("-inf")
     if init is not None:
-        model.load_state_dict(init)
-        print(f"initialised from {a.init} ({model.config.nb} blocks per stage)")
+        missing, unexpected = model.load_state_dict(init, strict=False)
+        # Only new QF experts may be absent from the starting file; they start at zero.
+        if unexpected or any(not k.startswith(("qf_delta.", "qf_mix.")) for k in missing):
+            raise SystemExit(f"{a.init} does not fit {model.config}: missing {missing}, unexpected {unexpected}")
+        print(f"initialised from {a.init} ({model.config.nb} blocks per stage, "
+              f"{model.config.qf_experts} QF experts{', new' if missing else ''})")
     # channels_last: 1.15x faster per step in fp32 on these CPUs.
     model = model.to(a.device, memory_format=torch.channels_last)
     opt = torch.optim.Adam(model.parameters(), lr=a.lr)
@@ -177,7 +202,7 @@ def main(argv=None):
         lq = lq.contiguous(memory_format=torch.channels_last)
         with torch.autocast(a.device.split(":")[0], dtype=torch.bfloat16, enabled=a.bf16):
             y, q = model(lq)
-        loss = F.l1_loss(y.float(), gt) + a.qf_weight * F.l1_loss(q.float(), qf)
+        loss = image_loss(y.float(), gt, lq, a.loss_power) + a.qf_weight * F.l1_loss(q.float(), qf)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         # bf16 backward at lr 1e-3 once blew up (loss 86 by iteration 1000): clip, and skip
@@ -200,7 +225,7 @@ def main(argv=None):
                 f.write(json.dumps(rec) + "\n")
             weights = plain_state_dict(shipped)
             torch.save(weights, a.out / "compact_latest.pth")
-            score = rec["gain_qf10"] + rec["gain_qf30"]
+            score = sum(v for k, v in rec.items() if k.startswith("gain_"))
             if score > best:
                 best = score
                 torch.save(weights, a.out / "compact_best.pth")

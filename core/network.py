@@ -197,9 +197,12 @@ class FBCNN(nn.Module):
         convs = self._expert_convs()
         if not self.config.qf_experts:
             return [None] * len(convs)
-        mix = self.qf_mix(emb).float().view(emb.shape[0], len(convs), self.config.qf_experts)
-        return [c.weight[None] + torch.einsum("bk,k...->b...", mix[:, i], d.reshape(-1, *c.weight.shape))
-                for i, (c, d) in enumerate(zip(convs, self.qf_delta))]
+        # In the weights' own precision: under autocast the convs cast them on use anyway.
+        with torch.autocast(emb.device.type, enabled=False):
+            dtype = self.qf_delta[0].dtype
+            mix = self.qf_mix(emb.to(dtype)).view(emb.shape[0], len(convs), self.config.qf_experts)
+            return [c.weight[None] + torch.einsum("bk,k...->b...", mix[:, i], d.reshape(-1, *c.weight.shape))
+                    for i, (c, d) in enumerate(zip(convs, self.qf_delta))]
 
     def _decode(self, xp, skips, enc, qf):
         x1, x2, x3, x4 = skips

@@ -97,5 +97,10 @@ def test_qf_experts_start_as_the_identity_and_mix_per_image():
         w9, w3 = (experts._expert_weights(experts.qf_embed(q[i:i + 1])) for i in range(2))
         assert all(not torch.allclose(a, b) for a, b in zip(w9, w3))
         assert all(w is None for w in plain._expert_weights(plain.qf_embed(q[:1])))
+        # Under bf16 autocast (the engine's CPU and GPU mode) the mixing stays in fp32.
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low = experts.restore(x[:1], q[:1])
+        assert low.dtype == torch.float32
+        assert torch.allclose(low, experts.restore(x[:1], q[:1]), atol=0.1)
     # Only the once-per-call weight mixing is added (0.1% here, at 64 x 64).
     assert flops_per_pixel(cfg, 64) == pytest.approx(flops_per_pixel(plain_cfg, 64), rel=1e-2)

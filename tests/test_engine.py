@@ -156,6 +156,18 @@ def test_device_choice_order():
         engine.pick_device("tpu")
 
 
+def test_bf16_only_where_the_cpu_computes_it_natively():
+    # Plain AVX512 (Skylake-X .. Ice Lake) emulates bf16 at 3.6x the cost of fp32.
+    assert not engine.bf16_native("x86_64", {"avx2", "avx512f", "avx512bw", "avx512vl", "avx512_vnni"})
+    assert engine.bf16_native("x86_64", {"avx2", "avx512f", "avx512_bf16"})
+    assert engine.bf16_native("AMD64", {"amx_bf16", "amx_tile"})
+    assert not engine.bf16_native("x86_64", None)
+    flags = engine._cpu_flags()
+    if flags is not None:  # Linux: the real answer follows this CPU's own flags
+        assert engine.cpu_has_bf16() == bool(flags & {"avx512_bf16", "amx_bf16"})
+        assert (engine.pick_dtype("cpu") == torch.bfloat16) == engine.cpu_has_bf16()
+
+
 class OOMAbove(torch.nn.Module):
     """Wraps a real model and raises out-of-memory for inputs larger than `limit` (forces the GPU ladder)."""
 

@@ -61,3 +61,11 @@ PY=${PYTHON:-python3}
     --batch 16 --threads 2 --val-every 600 --out training/run7
 "$PY" -m training.ship training/run7/compact_best.pth core/models/fbcnn_compact.pth
 "$PY" -m training.calibrate core/models/fbcnn_compact.pth
+
+# v6 (2026-12-03): four QF experts on every decoder conv (zero deltas added to v5, so it starts
+# as v5), each sample's L1 weighted by its JPEG's own L1 error^-0.5, one cosine from lr 2e-4
+# over 5000; then the decoder-QF offsets again.
+"$PY" -m training.train --init core/models/fbcnn_compact.pth --experts 4 --loss-power 0.5 --iters 5000 \
+    --lr 2e-4 --patch 128 --batch 16 --threads 2 --val-every 500 --out training/run8
+"$PY" -m training.ship training/run8/compact_best.pth core/models/fbcnn_compact.pth
+"$PY" -m training.calibrate core/models/fbcnn_compact.pth

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Reproduce core/models/fbcnn_compact.pth from scratch, stage by stage, as it was made
 # (training/README.md says on what and how long). Each stage resumes if interrupted;
-# a finished stage is skipped. Needs ../shared/datasets.  About 9 h on 2 CPU cores.
+# a finished stage is skipped. Needs ../shared/datasets.  About 11 h on 2 CPU cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}

@@ -6,6 +6,7 @@ The one place that converts between the user's QF (1..100) and the network's
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import platform
 from dataclasses import dataclass, field
@@ -97,13 +98,17 @@ def bf16_native(machine: str, flags: Optional[set]) -> bool:
         return False
 
 
-def _cpu_flags() -> Optional[set]:
-    """The CPU's feature flags from Linux's /proc/cpuinfo, or None elsewhere."""
+@functools.lru_cache(maxsize=None)
+def _cpu_flags() -> Optional[frozenset]:
+    """The CPU's feature flags from Linux's /proc/cpuinfo, or None elsewhere.
+
+    Read once: autocast asks for every tile, and the file is long on many-core machines.
+    """
     try:
         with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
             for line in f:
                 if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
+                    return frozenset(line.split(":", 1)[1].split())
     except OSError:
         pass
     return None

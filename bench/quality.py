@@ -48,13 +48,13 @@ def main(argv=None):
     for qf in (10, 20, 30, 40):
         m, _ = gains(eng, a.model, [(jpeg(gt, qf), gt) for _, gt in images])
         single[qf] = m
-        print(f"  {qf:>2}  {m[0]:6.2f} -> {m[1]:6.2f} ({m[1] - m[0]:+.2f} dB)   {m[2]:.4f} -> {m[3]:.4f}   {m[4]:.1f}")
+        print(f"  {qf:>2}  {m[0]:6.2f} -> {m[1]:6.2f} ({m[1] - m[0]:+.3f} dB)   {m[2]:.4f} -> {m[3]:.4f}   {m[4]:.1f}")
 
     print("\n== non-aligned double JPEG, shift (4,4) (bar: gain >= +1.0 dB)")
     for q1, q2 in ((10, 30), (10, 50)):
         m, sources = gains(eng, a.model, [double_jpeg(gt, q1, q2) for _, gt in images])
         share = sources.count("double-jpeg") / len(sources)
-        print(f"  ({q1},{q2})  {m[0]:6.2f} -> {m[1]:6.2f} ({m[1] - m[0]:+.2f} dB)  mean QF used {m[4]:.1f}, "
+        print(f"  ({q1},{q2})  {m[0]:6.2f} -> {m[1]:6.2f} ({m[1] - m[0]:+.3f} dB)  mean QF used {m[4]:.1f}, "
               f"double-jpeg detected in {share:.0%}")
 
     print("\n== QF prediction on single JPEGs, QF 10..90 (bar: MAE <= 5)")

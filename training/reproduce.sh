@@ -69,3 +69,14 @@ PY=${PYTHON:-python3}
     --lr 2e-4 --patch 128 --batch 16 --threads 2 --val-every 500 --out training/run8
 "$PY" -m training.ship training/run8/compact_best.pth core/models/fbcnn_compact.pth
 "$PY" -m training.calibrate core/models/fbcnn_compact.pth
+
+# v7 (2026-12-03, midday): a second cosine from the shipped v6 file, each sample's L1 now weighted
+# by its JPEG's L1 error^-1 (more weight on the lightly damaged QF 30-40 samples), a new data seed.
+# It ran as 2000 iterations of a 5500-long cosine, then resumed as a 5000-long one (to fit the
+# session); the two commands below are exactly what ran.
+"$PY" -m training.train --init core/models/fbcnn_compact.pth --loss-power 1.0 --iters 2000 --schedule 5500 \
+    --lr 2e-4 --patch 128 --batch 16 --threads 2 --val-every 500 --seed 1 --out training/run9
+"$PY" -m training.train --init core/models/fbcnn_compact.pth --loss-power 1.0 --iters 5000 \
+    --lr 2e-4 --patch 128 --batch 16 --threads 2 --val-every 500 --seed 1 --out training/run9
+"$PY" -m training.ship training/run9/compact_best.pth core/models/fbcnn_compact.pth
+"$PY" -m training.calibrate core/models/fbcnn_compact.pth

@@ -8,17 +8,18 @@ import functools
 import os
 import traceback
 
-from PyQt5.QtCore import Qt, QTimer
-from PyQt5.QtWidgets import (QButtonGroup, QCheckBox, QComboBox, QDialog, QDialogButtonBox,
-                             QFormLayout, QGroupBox, QHBoxLayout, QLabel, QProgressBar,
-                             QPushButton, QRadioButton, QSlider, QSpinBox, QVBoxLayout)
-
 from . import pixels, process
 from .messages import show_error
+from .qt import (QButtonGroup, QCheckBox, QComboBox, QDialog, QDialogButtonBox, QFormLayout,
+                 QGroupBox, QHBoxLayout, QLabel, QProgressBar, QPushButton, QRadioButton,
+                 QSlider, QSpinBox, Qt, QTimer, QVBoxLayout)
 from .preview import AFTER, BEFORE, SPLIT, PreviewView, to_qimage
 from .session import FbcnnError, Pending
 
 PREVIEW_SIZE = (384, 288)
+# QDialog::Rejected: done() gets a plain int in both bindings, and PyQt6's enums
+# don't compare equal to ints.
+REJECTED = 0
 PREVIEW_CONTEXT = 32   # extra pixels around the preview so its edges look like the full run
 DEBOUNCE_MS = 350
 MODEL_LABELS = {"auto": "Automatic", "compact": "Compact (bundled)",
@@ -52,7 +53,7 @@ class FilterDialog(QDialog):
         super().__init__(parent)
         self.setObjectName("fbcnn_krita_dialog")
         self.setWindowTitle("Remove JPEG Artifacts")
-        self.setAttribute(Qt.WA_DeleteOnClose)
+        self.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
         self.document, self.node = document, node
         self.target = process.Target(document, node)  # refuses CMYK & co. before showing
         self.linear = "g10" in node.colorProfile() or "linear" in node.colorProfile().lower()
@@ -92,7 +93,7 @@ class FilterDialog(QDialog):
     def _build_qf_row(self):
         self.auto = QCheckBox("Auto")
         self.auto.setToolTip("Use the detected quality")
-        self.slider = QSlider(Qt.Horizontal)
+        self.slider = QSlider(Qt.Orientation.Horizontal)
         self.slider.setRange(1, 100)
         self.spin = QSpinBox()
         self.spin.setRange(1, 100)
@@ -117,7 +118,7 @@ class FilterDialog(QDialog):
             lambda: self.preview.set_mode(self.view_mode.currentData()))
         box = QGroupBox("Preview at 100% (drag to move)")
         layout = QVBoxLayout(box)
-        layout.addWidget(self.preview, 0, Qt.AlignHCenter)
+        layout.addWidget(self.preview, 0, Qt.AlignmentFlag.AlignHCenter)
         layout.addWidget(self.view_mode)
         return box
 
@@ -157,10 +158,10 @@ class FilterDialog(QDialog):
 
     def _build_buttons(self):
         buttons = QDialogButtonBox()
-        self.apply_button = buttons.addButton("Apply", QDialogButtonBox.AcceptRole)
+        self.apply_button = buttons.addButton("Apply", QDialogButtonBox.ButtonRole.AcceptRole)
         self.apply_button.setObjectName("apply")
         self.apply_button.setEnabled(False)
-        self.close_button = buttons.addButton(QDialogButtonBox.Close)
+        self.close_button = buttons.addButton(QDialogButtonBox.StandardButton.Close)
         self.apply_button.clicked.connect(self.apply)
         self.close_button.clicked.connect(self.reject)
         return buttons
@@ -430,7 +431,7 @@ class FilterDialog(QDialog):
                 job.cancel()
         self.preview_job = self.run_job = None
         self.debounce.stop()
-        if code == QDialog.Rejected:
+        if code == REJECTED:
             self._save_settings()
         super().done(code)
 

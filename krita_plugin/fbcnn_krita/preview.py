@@ -3,9 +3,8 @@
 Dragging moves the region; the dialog is told where it ended up and asks the
 worker for a new "after" image.
 """
-from PyQt5.QtCore import QPoint, QRect, Qt, pyqtSignal
-from PyQt5.QtGui import QColor, QImage, QPainter, QPen
-from PyQt5.QtWidgets import QSizePolicy, QWidget
+from .qt import (QColor, QImage, QPainter, QPen, QPoint, QRect, QSizePolicy, Qt, QWidget,
+                 event_position, pyqtSignal)
 
 from . import pixels
 
@@ -15,7 +14,7 @@ SPLIT, BEFORE, AFTER = "split", "before", "after"
 def to_qimage(data, layout, width, height, linear=False):
     """A QImage (it owns a copy of the bytes) of raw layer pixels."""
     bgra = pixels.to_display_bgra(data, layout, linear)
-    return QImage(bgra, width, height, width * 4, QImage.Format_ARGB32).copy()
+    return QImage(bgra, width, height, width * 4, QImage.Format.Format_ARGB32).copy()
 
 
 class PreviewView(QWidget):
@@ -25,8 +24,8 @@ class PreviewView(QWidget):
         super().__init__(parent)
         self.setObjectName("preview")
         self.setMinimumSize(*size)
-        self.setSizePolicy(QSizePolicy.Fixed, QSizePolicy.Fixed)
-        self.setCursor(Qt.OpenHandCursor)
+        self.setSizePolicy(QSizePolicy.Policy.Fixed, QSizePolicy.Policy.Fixed)
+        self.setCursor(Qt.CursorShape.OpenHandCursor)
         self.setToolTip("Drag to move the previewed region")
         self.before = None
         self.after = None
@@ -60,21 +59,21 @@ class PreviewView(QWidget):
     # -- dragging moves the region (the image follows the mouse, like a hand tool)
 
     def mousePressEvent(self, event):
-        if event.button() == Qt.LeftButton:
-            self._press = event.pos()
-            self.setCursor(Qt.ClosedHandCursor)
+        if event.button() == Qt.MouseButton.LeftButton:
+            self._press = event_position(event)
+            self.setCursor(Qt.CursorShape.ClosedHandCursor)
 
     def mouseMoveEvent(self, event):
         if self._press is not None:
-            self._drag = event.pos() - self._press
+            self._drag = event_position(event) - self._press
             self.update()
 
     def mouseReleaseEvent(self, event):
         if self._press is None:
             return
-        delta = event.pos() - self._press
+        delta = event_position(event) - self._press
         self._press = None
-        self.setCursor(Qt.OpenHandCursor)
+        self.setCursor(Qt.CursorShape.OpenHandCursor)
         if delta.manhattanLength() > 2:
             self.moved.emit(-delta.x(), -delta.y())
         else:
@@ -116,10 +115,10 @@ class PreviewView(QWidget):
         if self.after is None:
             painter.fillRect(0, self.height() - 22, self.width(), 22, QColor(0, 0, 0, 150))
             painter.drawText(QRect(6, self.height() - 22, self.width() - 12, 22),
-                             Qt.AlignVCenter | Qt.AlignLeft, self.message)
+                             Qt.AlignmentFlag.AlignVCenter | Qt.AlignmentFlag.AlignLeft, self.message)
             return
         tags = {SPLIT: [("Before", 4), ("After", middle + 4)],
                 BEFORE: [("Before", 4)], AFTER: [("After", 4)]}[self.mode]
         for text, x in tags:
             painter.fillRect(x, 4, 52, 18, QColor(0, 0, 0, 150))
-            painter.drawText(QRect(x, 4, 52, 18), Qt.AlignCenter, text)
+            painter.drawText(QRect(x, 4, 52, 18), Qt.AlignmentFlag.AlignCenter, text)

@@ -8,7 +8,7 @@ painting while the network works.
 """
 import signal
 
-from PyQt5.QtCore import QEventLoop, QObject, QTimer, pyqtSignal
+from .qt import QEventLoop, QObject, QTimer, pyqtSignal
 
 IDLE_TIMEOUT = 600   # seconds the worker stays alive without work
 SILENCE_TIMEOUT = 300  # seconds the worker may stay silent in one call (slow CPUs)
@@ -166,7 +166,7 @@ def wait(pending):
     pending.finished.connect(loop.quit)
     pending.failed.connect(loop.quit)
     if not pending.ended():
-        loop.exec_()
+        loop.exec()
     kind, value = pending.outcome
     if kind == "error":
         raise value

@@ -13,9 +13,9 @@ import time
 import traceback
 
 from krita import Extension, InfoObject, Krita, Selection
-from PyQt5 import sip
-from PyQt5.QtCore import QTimer
-from PyQt5.QtWidgets import QApplication, QComboBox, QLabel, QMessageBox, QPushButton
+# The plug-in's own choice of PyQt5 or PyQt6: the driver runs in every Krita it does.
+from fbcnn_krita.qt import (QT_MAJOR, QApplication, QComboBox, QLabel, QMessageBox, QPushButton,
+                            QTimer, sip)
 
 ENV = "FBCNN_KRITA_DRIVER_JOB"
 POLL_MS = 50
@@ -37,7 +37,8 @@ class Runner:
         self.out = self.job["result"]
         self.results = {"steps": {}, "exceptions": [], "finished": False,
                         "krita_version": Krita.instance().version(),
-                        "python": sys.version.split()[0], "driver_started": time.time()}
+                        "python": sys.version.split()[0], "qt_major": QT_MAJOR,
+                        "driver_started": time.time()}
         self.docs = {}
         self.last_result = None
         self.max_gap = 0.0
@@ -428,7 +429,7 @@ def error_box():
 
 def close_box(box):
     text = {"title": box.windowTitle(), "text": box.text(), "details": box.detailedText()}
-    box.done(QMessageBox.Ok)
+    box.accept()
     return text
 
 

@@ -1,14 +1,15 @@
-"""Drive a real GIMP 3 from the tests: natively, or inside the shared Debian 13
-chroot (tests/hosts/chroot.py) that tests/hosts/setup_gimp.sh fills on Debian 12.
+"""Drive a real GIMP 3 from the tests: each GIMP build this machine has (3.0 and
+3.2), on the host or in a chroot (tests/hosts/chroot.py) that setup.sh fills.
 
 The pieces:
-- `find_gimp()` says how GIMP 3 can be run here (or None);
+- `gimp_hosts()` lists the GIMPs to test, each an `Editor` that knows its
+  version, test id and place;
 - `make_profile()` builds a throw-away GIMP profile with the plug-in installed
   the way the installer does it (plug-in folder + fbcnn_client.py next to it);
-- `run_batch()` runs gimp-console-3.0 (or gimp-3.0 under Xvfb) on one
+- `run_batch()` runs gimp-console-3 (or gimp-3 under Xvfb) on one
   python-fu-eval driver file and returns the completed process.
 
-See ../shared/notes/gimp3-headless.md for why each detail is here.
+See docs/editors-headless.md for why each detail is here.
 """
 from __future__ import annotations
 
@@ -18,35 +19,22 @@ import pathlib
 import shutil
 import subprocess
 import sys
+import time
 
-from tests.hosts import chroot
-from tests.hosts.chroot import SYSTEM_PATH, chroot_command, python_prefixes
+from tests.hosts.chroot import HOST, SYSTEM_PATH, Editor, Place, debian_major, editors
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
-SETUP = REPO / "tests" / "hosts" / "setup_gimp.sh"
 PLUGIN_DIR = REPO / "gimp_plugin" / "fbcnn_gimp"
 CLIENT = REPO / "core" / "client.py"
+DRIVER = REPO / "tests" / "hosts" / "gimp_driver.py"
 
 
-class GimpHost:
-    """Where GIMP 3 lives: `mode` is "native" or "chroot" (then `root` is set)."""
-
-    def __init__(self, mode: str, root: pathlib.Path | None = None):
-        self.mode = mode
-        self.root = root
-
-    def __repr__(self):
-        return f"GimpHost({self.mode!r}, {str(self.root) if self.root else None!r})"
-
-
-def find_gimp() -> GimpHost | None:
-    """GIMP 3 as setup_gimp.sh left it, without installing anything."""
-    forced = os.environ.get("FBCNN_GIMP_SETUP")
-    if forced != "chroot" and shutil.which("gimp-console-3.0", path=SYSTEM_PATH):
-        return GimpHost("native")
-    if forced != "native" and chroot.ready("gimp"):
-        return GimpHost("chroot", chroot.root())
-    return None
+def gimp_hosts() -> list:
+    """GIMP 3.0 (the host's own on Debian 13, else the trixie chroot's) and 3.2
+    (the sid chroot's), plus any other GIMP 3 that is installed."""
+    expected = {"3.0": HOST if debian_major() >= 13 else Place("trixie"),
+                "3.2": Place("sid")}
+    return editors("gimp", expected, oldest=(3, 0))
 
 
 def make_profile(tmp: pathlib.Path, *, plugin_src: pathlib.Path = PLUGIN_DIR,
@@ -89,7 +77,8 @@ def make_profile(tmp: pathlib.Path, *, plugin_src: pathlib.Path = PLUGIN_DIR,
 
 def _batch_args(driver: pathlib.Path, gui: bool) -> list[str]:
     code = f"exec(open({str(driver)!r}).read())"
-    exe = "gimp-3.0" if gui else "gimp-console-3.0"
+    # gimp-3 and gimp-console-3 exist in 3.0 and 3.2; the "-3.0" names only in 3.0.
+    exe = "gimp-3" if gui else "gimp-console-3"
     args = [exe, "-n", "--batch-interpreter", "python-fu-eval", "-b", code, "--quit"]
     if not gui:
         args.insert(1, "-i")
@@ -98,14 +87,14 @@ def _batch_args(driver: pathlib.Path, gui: bool) -> list[str]:
     return args
 
 
-def run_batch(host: GimpHost, driver: pathlib.Path, env: dict, *, binds=(),
+def run_batch(host: Editor, driver: pathlib.Path, env: dict, *, binds=(),
               gui: bool = False, timeout: float = 900) -> subprocess.CompletedProcess:
     """Run one batch driver in GIMP 3 and return the finished process.
 
     `env` is the whole environment (plus PATH and LANG); `binds` are host folders
-    that must be visible at the same path inside the chroot (the repo, the tmp
-    folder, the worker's Python are always added). `gui` runs gimp-3.0 under a
-    private Xvfb for dialog screenshots.
+    that must be visible at the same path inside a chroot (the driver's folder,
+    the profile and the worker's Python are always added). `gui` runs gimp-3
+    under a private Xvfb for dialog screenshots.
     """
     full_env = {"PATH": SYSTEM_PATH, "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8"}
     full_env.update(env)
@@ -113,20 +102,14 @@ def run_batch(host: GimpHost, driver: pathlib.Path, env: dict, *, binds=(),
     cmd = ["timeout", "-k", "10", str(int(timeout))] + _batch_args(pathlib.Path(driver), gui)
     if gui:
         cmd = ["xvfb-run", "-a", "-s", "-screen 0 1280x1024x24"] + cmd
-    if host.mode == "native":
-        return subprocess.run(["/usr/bin/env", "-i"]
-                              + [f"{k}={v}" for k, v in full_env.items()] + cmd,
-                              capture_output=True, text=True, timeout=timeout + 60)
-    paths = [str(REPO), str(pathlib.Path(driver).resolve().parent)]
-    paths += [str(b) for b in binds] + python_prefixes()
+    paths = [pathlib.Path(driver).resolve().parent, *binds]
     for key in ("GIMP3_DIRECTORY", "FBCNN_FRONTEND_CONFIG", "HOME"):
         if key in env:
-            paths.append(str(pathlib.Path(env[key]).parent))
-    return subprocess.run(chroot_command(host.root, paths, full_env, cmd),
-                          capture_output=True, text=True, timeout=timeout + 60)
-
-
-DRIVER = REPO / "tests" / "hosts" / "gimp_driver.py"
+            paths.append(pathlib.Path(env[key]).parent)
+    argv, popen_env = host.place.command(["/usr/bin/env", "-i"] + [
+        f"{k}={v}" for k, v in full_env.items()] + cmd, {}, paths)
+    return subprocess.run(argv, env=popen_env or None, capture_output=True, text=True,
+                          timeout=timeout + 60)
 
 
 class BatchRun:
@@ -154,10 +137,9 @@ class BatchRun:
         return (self.proc.stdout[-4000:] + "\n" + self.proc.stderr[-8000:]).strip()
 
 
-def run_jobs(host: GimpHost, tmp: pathlib.Path, jobs: list, env: dict, *, gui=False,
+def run_jobs(host: Editor, tmp: pathlib.Path, jobs: list, env: dict, *, gui=False,
              timeout=900, binds=()) -> BatchRun:
     """Run many driver jobs in one GIMP start (see gimp_driver.py for the steps)."""
-    import time
     tmp = pathlib.Path(tmp)
     jobs_path, results_path = tmp / "jobs.json", tmp / "results.json"
     jobs_path.write_text(json.dumps(jobs))

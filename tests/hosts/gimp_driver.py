@@ -119,6 +119,42 @@ def step_channel(state, s):
     return {}
 
 
+def step_special_layer(state, s):
+    """Add a text, vector (3.2) or link (3.2) layer on top and make it the layer the
+    next steps talk about. A GIMP without that kind says so: {"available": False}."""
+    image, kind = state["image"], s["kind"]
+    if kind == "text":
+        layer = Gimp.TextLayer.new(image, "JPEG", Gimp.context_get_font(), 24.0,
+                                   Gimp.Unit.pixel())
+    elif kind == "vector":
+        if not hasattr(Gimp, "VectorLayer"):
+            return {"available": False}
+        path = Gimp.Path.new(image, "outline")
+        image.insert_path(path, None, 0)
+        path.stroke_new_from_points(Gimp.PathStrokeType.BEZIER,
+                                    [10, 10, 10, 10, 10, 10, 60, 10, 60, 10, 60, 10,
+                                     60, 50, 60, 50, 60, 50], True)
+        layer = Gimp.VectorLayer.new(image, path)
+    elif kind == "link":
+        if not hasattr(Gimp, "LinkLayer"):
+            return {"available": False}
+        layer = Gimp.LinkLayer.new(image, Gio.File.new_for_path(s["path"]))
+    else:
+        raise ValueError("unknown layer kind %r" % kind)
+    image.insert_layer(layer, None, 0)
+    state["layer"] = layer
+    return {"available": True, "type": type(layer).__name__}
+
+
+def step_precision(state, s):
+    """Convert the image's precision, as Image > Precision does (or as a GIMP that
+    loads JPEGs through a 16-bit pipeline would have it from the start)."""
+    image = state["image"]
+    image.convert_precision(PRECISIONS[s["precision"]])
+    state["layer"] = image.get_layers()[0]
+    return {"precision": image.get_precision().value_nick}
+
+
 def _pixels(drawable, fmt="R'G'B'A u8") -> bytes:
     w, h = drawable.get_width(), drawable.get_height()
     return bytes(drawable.get_buffer().get(Gegl.Rectangle.new(0, 0, w, h), 1.0, fmt,
@@ -134,7 +170,8 @@ def step_dump(state, s):
 
 def step_layers(state, s):
     image = state["image"]
-    return {"layers": [l.get_name() for l in image.get_layers()]}
+    return {"layers": [l.get_name() for l in image.get_layers()],
+            "precision": image.get_precision().value_nick}
 
 
 def step_export(state, s):
@@ -198,6 +235,11 @@ def step_shell(state, s):
     return {"rc": done.returncode, "stdout": done.stdout[-2000:], "stderr": done.stderr[-2000:]}
 
 
+# The image window's title, e.g. "[Untitled]-1.0 (RGB color 8-bit ...)" in 3.0 and
+# "[q10] (imported)-1.0 (RGB color 8-bit ...)" in 3.2: "-IMAGE.VIEW (" is in both.
+IMAGE_WINDOW = r"\]( \(imported\))?-[0-9]+\.[0-9]+ \("
+
+
 def step_keys(state, s):
     """GUI runs only: press keys in the image window and wait until the pixels change.
 
@@ -209,7 +251,7 @@ def step_keys(state, s):
     drawable = _target(state, s.get("which"))
     before = _pixels(drawable)
     cmd = ('W=$(xdotool search --sync --name "%s" | head -n1); xdotool windowfocus --sync "$W" key %s'
-           % (s.get("window", "Untitled"), s["combo"]))
+           % (s.get("window", IMAGE_WINDOW), s["combo"]))
     presses = 0
     for presses in range(1, s.get("tries", 3) + 1):
         subprocess.run(cmd, shell=True, capture_output=True, timeout=60)

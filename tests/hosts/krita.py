@@ -7,11 +7,11 @@ in kritarc. Each run() starts Krita once with a job for the driver, enforces a
 hard timeout from outside, and returns the driver's result JSON. Never run two
 Kritas on one profile.
 
-A KritaHost says which Krita: the host's own ("native"), or Debian 13's Krita 5.2
-in the shared chroot ("chroot", tests/hosts/chroot.py) that setup_krita.sh fills
-on Debian 12 hosts, so that both 5.1 and 5.2 are tested there. The chroot's Krita
-uses the host's Xvfb (its socket is bind-mounted) and starts the worker from the
-host's Python, which is bind-mounted too.
+`krita_hosts()` lists the Kritas to test, each an `Editor` (chroot.py): the
+host's own (5.1 on Debian 12, 5.2 on Debian 13), Krita 5.2 in the trixie chroot
+on Debian 12, Krita 5.3 in the sid chroot and Krita 6 (Qt6, PyQt6) in the
+experimental one. A chroot's Krita uses the host's Xvfb (its socket is
+bind-mounted) and starts the worker from the host's Python, bind-mounted too.
 """
 import json
 import os
@@ -24,7 +24,8 @@ import struct
 import subprocess
 import time
 
-from tests.hosts import chroot
+from tests.hosts.chroot import (HOST, SYSTEM_PATH, Editor, Place, debian_major, editors,
+                                series_of)
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 PLUGIN = ROOT / "krita_plugin"
@@ -33,99 +34,49 @@ CLIENT = ROOT / "core" / "client.py"
 PLUGINS = ("fbcnn_krita", "fbcnn_krita_driver")
 
 
-def missing_tools():
-    """Names of the programs a Krita run needs that are not installed."""
-    return [tool for tool in ("krita", "Xvfb") if shutil.which(tool) is None]
-
-
-def _has_pyqt5():
-    # Krita's embedded Python is the system one; python3-pyqt5 must be there.
-    return pathlib.Path("/usr/lib/python3/dist-packages/PyQt5").is_dir()
-
-
-def why_not_available():
-    missing = missing_tools()
-    if missing:
-        return f"{', '.join(missing)} not installed (tests/hosts/setup_krita.sh installs them)"
-    if not _has_pyqt5():
-        return "python3-pyqt5 not installed (tests/hosts/setup_krita.sh installs it)"
-    return None
-
-
 class KritaError(RuntimeError):
     pass
 
 
-def upstream(version):
-    """1:5.1.5+dfsg-1 -> 5.1.5+dfsg: Debian's epoch and revision removed."""
-    return version.split(":", 1)[-1].rsplit("-", 1)[0]
-
-
-def series_of(version):
-    """5.1.5+dfsg -> (5, 1)."""
-    return tuple(int(part) for part in version.split(".")[:2])
-
-
-class KritaHost:
-    """One Krita to test against: `mode` is "native" or "chroot".
-
-    `version` is the installed package's upstream version (None when absent) and
-    `id` names the host with its series, e.g. "native-5.1", "chroot-5.2".
-    """
-
-    def __init__(self, mode):
-        self.mode = mode
-        self.root = chroot.root() if mode == "chroot" else None
-        package = chroot.dpkg_version("krita", self.root)
-        self.version = upstream(package) if package else None
-        self.series = ".".join(map(str, series_of(self.version))) if self.version else None
-        self.id = f"{mode}-{self.series or 'absent'}"
-
-    def __repr__(self):
-        return f"KritaHost({self.id!r})"
-
-    def why_unneeded(self):
-        """Why this host adds nothing here (skip it quietly), or None.
-
-        On a Debian 13 host the native Krita is 5.2 already, and setup_krita.sh
-        builds no chroot.
-        """
-        if self.mode != "chroot" or chroot.ready("krita"):
-            return None
-        native = KritaHost("native")
-        if native.version and series_of(native.version) >= (5, 2):
-            return (f"the native Krita is {native.version} already; the Debian 13 chroot "
-                    "only adds Krita 5.2 where the host has 5.1 (Debian 12)")
-        return None
-
-    def why_not_available(self):
-        if self.mode == "native":
-            return why_not_available()
-        if not chroot.ready("krita") or not self.version:
-            return (f"Krita is not set up in the Debian 13 chroot {self.root} "
-                    "(tests/hosts/setup_krita.sh does it on Debian 12)")
-        if shutil.which("Xvfb") is None:  # the chroot's Krita uses the host's X server
-            return "Xvfb not installed (tests/hosts/setup_krita.sh installs it)"
-        return None
-
-    def base_env(self):
-        """The environment a Krita start builds on (before the profile's variables)."""
-        if self.mode == "native":
-            return _inherited_env()
-        return {"PATH": chroot.SYSTEM_PATH, "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8"}
-
-    def command(self, argv, env, binds):
-        """(argv, env) for Popen. `binds`: host folders the chroot's Krita must see."""
-        if self.mode == "native":
-            return argv, env
-        paths = [*map(str, binds), "/tmp/.X11-unix", str(ROOT), *chroot.python_prefixes()]
-        return (chroot.chroot_command(self.root, paths, env, argv),
-                {"PATH": chroot.SYSTEM_PATH})
-
-
 def krita_hosts():
-    """Every Krita the tests run against; each says itself whether it can run here."""
-    return [KritaHost("native"), KritaHost("chroot")]
+    """Every Krita the tests run against, oldest first; each says itself whether
+    it is set up (`why_missing()`)."""
+    if debian_major() >= 13:
+        expected = {"5.2": HOST}
+    else:
+        expected = {"5.1": HOST, "5.2": Place("trixie")}
+    expected.update({"5.3": Place("sid"), "6.0": Place("experimental")})
+    return editors("krita", expected, oldest=(5, 1))
+
+
+def why_not_available(host=None):
+    """Why Krita can't run here (None when it can): the editor itself, its PyQt,
+    and the host's Xvfb, which every Krita uses."""
+    host = host or native_host()
+    missing = host.why_missing()
+    if missing:
+        return missing
+    if shutil.which("Xvfb") is None:
+        return "Xvfb not installed (tests/hosts/setup.sh installs it)"
+    pyqt = "PyQt6" if host.series.startswith("6") else "PyQt5"
+    root = host.place.root or pathlib.Path("/")
+    if not (root / "usr/lib/python3/dist-packages" / pyqt).is_dir():
+        return f"{pyqt} is not installed in {host.place} (tests/hosts/setup.sh installs it)"
+    return None
+
+
+def native_host():
+    """The host's own Krita (its version None when it has none)."""
+    version = HOST.version("krita")
+    series = ".".join(map(str, series_of(version))) if version else "native"
+    return Editor("krita", series, HOST, version)
+
+
+def base_env(host):
+    """The environment a Krita start builds on (before the profile's variables)."""
+    if host.place == HOST:
+        return _inherited_env()
+    return {"PATH": SYSTEM_PATH, "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8"}
 
 
 def _inherited_env():
@@ -148,7 +99,7 @@ class KritaProfile:
 
     def __init__(self, root, host=None):
         self.root = pathlib.Path(root)
-        self.host = host or KritaHost("native")
+        self.host = host or native_host()
         self.home = self.root / "home"
         self.config = self.root / "config"
         self.data = self.root / "data"
@@ -191,7 +142,7 @@ class KritaProfile:
         kritarc.write_text("\n".join(lines) + "\n")
 
     def env(self, extra):
-        env = self.host.base_env()
+        env = base_env(self.host)
         env.update(HOME=str(self.home), XDG_CONFIG_HOME=str(self.config),
                    XDG_DATA_HOME=str(self.data), XDG_CACHE_HOME=str(self.cache),
                    XDG_RUNTIME_DIR=str(self.runtime), TMPDIR=str(self.tmp),
@@ -221,8 +172,8 @@ class KritaProfile:
         with open(log_path, "wb") as log, Xvfb(log) as display:
             process_env = self.env(dict(env or {}, DISPLAY=display,
                                         FBCNN_KRITA_DRIVER_JOB=job_path))
-            argv, popen_env = self.host.command(["krita", "--nosplash"], process_env,
-                                                [self.root, *binds])
+            argv, popen_env = self.host.place.command(["krita", "--nosplash"], process_env,
+                                                      [self.root, "/tmp/.X11-unix", *binds])
             krita = subprocess.Popen(argv, env=popen_env, stdout=log,
                                      stderr=subprocess.STDOUT, cwd=self.tmp,
                                      # Own process group: a timeout kills Krita and

@@ -182,10 +182,38 @@ def the_layer(drawables):
     if not drawable.is_layer() or drawable.is_layer_mask():
         raise Refused("%s works on image layers only, not on layer masks or channels. "
                       "Select the layer itself in the Layers dialog." % TITLE)
+    refusal = non_raster_refusal(drawable)
+    if refusal:
+        raise Refused(refusal)
     if drawable.is_indexed():
         raise Refused("%s needs an RGB or grayscale image. Use Image > Mode > RGB first."
                       % TITLE)
     return drawable
+
+
+# Layers whose pixels GIMP renders from something else (text, a path, a linked
+# file): writing pixels into them would throw that source away or be undone by
+# the next render. GIMP 3.0 has only text layers; 3.2 adds vector and link
+# layers, hence the getattr.
+NON_RASTER = [
+    ("is_text_layer", "a text layer",
+     "Use Layer > Discard Text Information (or Layer > Rasterize in GIMP 3.2) first, "
+     "or pick a raster layer."),
+    ("is_vector_layer", "a vector layer",
+     "Use Layer > Rasterize first, or pick a raster layer."),
+    ("is_link_layer", "a link layer (its pixels come from another file)",
+     "Use Layer > Rasterize first, or pick a raster layer."),
+]
+
+
+def non_raster_refusal(drawable):
+    """What to tell the user when the layer is not made of pixels, else None."""
+    for method, what, todo in NON_RASTER:
+        test = getattr(drawable, method, None)
+        if test is not None and test():
+            return "%s works on raster layers; '%s' is %s. %s" % (
+                TITLE, drawable.get_name(), what, todo)
+    return None
 
 
 def qf_hints(image):
@@ -614,6 +642,10 @@ def run_dialog(procedure, config, session):
     dialog = GimpUi.ProcedureDialog.new(procedure, config, TITLE)
     limit_models(session, config)
     slider = dialog.get_spin_scale("qf", 1.0)     # a slider rather than a bare spin button
+    # Combo boxes in every GIMP: 3.2 would draw the short choices as radio frames,
+    # whose titles carry no mnemonic (GIMP warns), and 3.0 draws combos anyway.
+    for prop in ("model", "output", "device"):
+        dialog.get_widget(prop, Gtk.ComboBox.__gtype__)
     dialog.fill(["qf", "model", "output", "device"])
     area = dialog.get_content_area()
 

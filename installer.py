@@ -59,6 +59,24 @@ TORCH_REQ = "torch>=2.0,<3"
 PROJECT_FILES = ("pyproject.toml", "README.md", "LICENSE", "setup.cfg", "setup.py")
 NEXT_STEP_GIMP = "Open GIMP -> Filters -> Enhance -> Remove JPEG Artifacts..."
 NEXT_STEP_KRITA = "Open Krita -> Filter -> Remove JPEG Artifacts..."
+# The versions the plug-ins are tested with, (oldest, newest) as (major, minor). An
+# older one cannot run them (GIMP 2 lacks the GIMP 3 Python API); a newer one only
+# gets a note. Krita 6 is the Qt6 build.
+GIMP_TESTED = ((3, 0), (3, 2))
+KRITA_TESTED = ((5, 1), (6, 0))
+TESTED = {"GIMP": GIMP_TESTED, "Krita": KRITA_TESTED}
+TOO_OLD_ADVICE = {
+    "GIMP": "install GIMP 3 (https://www.gimp.org/downloads/, your distribution's GIMP 3 "
+            "package or the Flatpak org.gimp.GIMP), start it once, then run this installer again",
+    "Krita": "install a newer Krita (https://krita.org/en/download/ or the Flatpak "
+             "org.kde.krita), then run this installer again",
+}
+# GIMP 3's profile folder when its version cannot be learned: the first GIMP 3 series.
+GIMP_SERIES_UNKNOWN = "3.0"
+VERSION_RE = re.compile(r"\d+\.\d+(?:\.\d+)*")
+# gimp, gimp-2.10, gimp-3, gimp-3.2, gimp-console-3.0.exe, ...
+GIMP_EXE = re.compile(r"gimp(-console)?(-\d+(\.\d+)?)?(\.exe)?", re.I)
+KRITA_EXE = re.compile(r"krita(\.exe)?", re.I)
 
 
 # ============================================================== small helpers
@@ -473,6 +491,7 @@ class Target:
     exists: bool = True           # False: the folder will be created (the program was found)
     flatpak_app: str | None = None
     note: str = ""
+    version: str = ""             # GIMP: the series whose profile this is ("3.2"); "" unknown
 
     @property
     def plugin_dir(self) -> Path:
@@ -487,6 +506,41 @@ class Target:
     def label(self) -> str:
         return {"native": "", "flatpak": " (Flatpak)", "custom": " (given)"}[self.kind]
 
+    def title(self) -> str:
+        """'GIMP 3.2 (Flatpak)', 'GIMP 3 (given)', 'Krita'."""
+        name = f"GIMP {self.version or '3'}" if self.app == "gimp" else "Krita"
+        return name + self.label()
+
+
+def first_version(text) -> str | None:
+    m = VERSION_RE.search(text or "")
+    return m.group(0) if m else None
+
+
+def version_key(text) -> tuple | None:
+    """(major, minor) of the first version number in text, or None."""
+    version = first_version(text)
+    return tuple(int(x) for x in version.split(".")[:2]) if version else None
+
+
+def dotted(key: tuple) -> str:
+    return ".".join(str(x) for x in key)
+
+
+def version_advice(app: str, version: str | None) -> str:
+    """What to tell about a GIMP or Krita version outside the tested range ('' inside it)."""
+    oldest, newest = TESTED[app]
+    key = version_key(version)
+    tested = f"{app} {dotted(oldest)} to {dotted(newest)}"
+    if key is None:
+        return f"note: its version could not be learned; the plug-in is tested with {tested}"
+    if key < oldest:
+        return f"WARNING: the plug-in needs {app} {dotted(oldest)} or newer: {TOO_OLD_ADVICE[app]}"
+    if key > newest:
+        return (f"note: {app} {version} is newer than tested ({tested}); it is untested there "
+                "and likely works; please report what does not")
+    return ""
+
 
 def flatpak_installed(app: str) -> bool:
     """A Flatpak app installed per-user or system-wide (no flatpak command needed)."""
@@ -494,70 +548,170 @@ def flatpak_installed(app: str) -> bool:
     return any((r / "app" / app).is_dir() for r in roots)
 
 
-def which_any(names) -> str | None:
-    for n in names:
-        p = shutil.which(n)
-        if p:
-            return p
+def flatpak_version(app: str) -> str | None:
+    if not shutil.which("flatpak"):
+        return None
+    # LC_ALL=C: the "Version:" label is translated otherwise.
+    rc, out = run_capture(["flatpak", "info", app], timeout=30, env=clean_env({"LC_ALL": "C"}))
+    m = re.search(r"^\s*Version:\s*(\S+)", out or "", re.M) if rc == 0 else None
+    return m.group(1) if m else None
+
+
+def bundle_version(exe: str) -> str | None:
+    """macOS: the app bundle's Info.plist (the binary inside may print nothing)."""
+    if "/Contents/MacOS/" not in exe:
+        return None
+    plist = Path(exe).parents[1] / "Info.plist"
+    try:
+        import plistlib
+        with open(plist, "rb") as f:
+            return first_version(plistlib.load(f).get("CFBundleShortVersionString"))
+    except Exception:
+        return None
+
+
+def version_tool(exe: str) -> str | None:
+    """Krita's `krita_version` beside it: `krita --version` needs a display on Linux (it
+    forces the xcb platform, whatever QT_QPA_PLATFORM says)."""
+    tool = Path(exe).with_name("krita_version" + Path(exe).suffix)
+    if not Path(exe).name.lower().startswith("krita") or not tool.is_file():
+        return None
+    rc, out = run_capture([tool], timeout=15)
+    return first_version(out) if rc == 0 else None
+
+
+def version_option(exe: str) -> str | None:
+    """`exe --version`: GIMP prints 'GNU Image Manipulation Program version 3.2.6'."""
+    # offscreen: a Qt build that honours it answers without a display (Debian's Krita
+    # does not, hence version_tool first).
+    rc, out = run_capture([exe, "--version"], timeout=15,
+                          env=clean_env({"QT_QPA_PLATFORM": "offscreen"}))
+    return first_version(out) if rc == 0 else None
+
+
+def package_version(exe: str) -> str | None:
+    """The Debian package that owns exe, and its version (epoch and revision dropped)."""
+    if os_kind() != "linux" or not shutil.which("dpkg-query"):
+        return None
+    rc, out = run_capture(["dpkg-query", "-S", os.path.realpath(exe)], timeout=20)
+    pkg = (out or "").split(":")[0].strip() if rc == 0 else ""
+    if not pkg:
+        return None
+    rc, out = run_capture(["dpkg-query", "-W", "-f=${Version}", pkg], timeout=20)
+    return first_version(out.split(":", 1)[-1]) if rc == 0 else None
+
+
+def name_version(exe: str) -> str | None:
+    """The series a name carries: gimp-3.2, gimp-2.10.exe, GIMP-2.10.app."""
+    names = [Path(exe).name] + [p for p in Path(exe).parts if p.endswith(".app")]
+    return next(filter(None, (first_version(n) for n in names)), None)
+
+
+def program_version(exe: str) -> str | None:
+    """A GIMP or Krita executable's version, asking the most precise source first."""
+    for learn in (bundle_version, version_tool, version_option, package_version, name_version):
+        version = learn(exe)
+        if version:
+            return version
     return None
 
 
-def gimp3_programs() -> list:
-    """Native GIMP 3 executables found (names that are GIMP 3 by construction)."""
+def unique_files(paths) -> list:
+    """Paths in order, dropping a second name for the same file (/bin = /usr/bin, links)."""
+    seen, out = set(), []
+    for p in paths:
+        key = os.path.normcase(os.path.realpath(p))
+        if key not in seen:
+            seen.add(key)
+            out.append(str(p))
+    return out
+
+
+def on_path(pattern) -> list:
+    """Executables on PATH whose file names match pattern, in PATH order."""
+    found = []
+    for d in filter(None, os.environ.get("PATH", "").split(os.pathsep)):
+        try:
+            paths = [os.path.join(d, n) for n in sorted(os.listdir(d)) if pattern.fullmatch(n)]
+        except OSError:
+            continue
+        found += [p for p in paths if os.path.isfile(p) and os.access(p, os.X_OK)]
+    return found
+
+
+def program_files() -> list:
+    """Windows' folders for installed programs (system-wide and per-user)."""
+    local = os.environ.get("LOCALAPPDATA")
+    return [Path(b) for b in (os.environ.get("ProgramFiles"), os.environ.get("ProgramW6432"),
+                              local and str(Path(local) / "Programs")) if b]
+
+
+def app_bundles(pattern: str, exe: str) -> list:
+    """macOS: the executables of the app bundles matching pattern, system-wide and per-user."""
+    found = []
+    for apps in (Path("/Applications"), home() / "Applications"):
+        found += [str(a / "Contents" / "MacOS" / exe) for a in sorted(apps.glob(pattern))
+                  if (a / "Contents" / "MacOS" / exe).exists()]
+    return found
+
+
+def gimp_programs() -> list:
+    """Every native GIMP executable (GIMP 2.10 too, so --check can warn about it)."""
     kind = os_kind()
     found = []
     if kind == "windows":
-        for base in filter(None, (os.environ.get("ProgramFiles"), os.environ.get("ProgramW6432"),
-                                  os.environ.get("LOCALAPPDATA") and
-                                  str(Path(os.environ["LOCALAPPDATA"]) / "Programs"))):
-            for exe in ("gimp-3.0.exe", "gimp-console-3.0.exe", "gimp-3.exe"):
-                p = Path(base) / "GIMP 3" / "bin" / exe
-                if p.is_file():
-                    found.append(str(p))
+        for base in program_files():
+            found += [str(p) for folder in sorted(base.glob("GIMP*"))
+                      for p in sorted((folder / "bin").glob("*.exe")) if GIMP_EXE.fullmatch(p.name)]
     elif kind == "macos":
-        for app in ("/Applications/GIMP.app", str(home() / "Applications" / "GIMP.app")):
-            if Path(app, "Contents", "MacOS", "gimp").exists():
-                found.append(str(Path(app, "Contents", "MacOS", "gimp")))
-    for name in ("gimp-3.0", "gimp-console-3.0", "gimp-3"):
-        p = shutil.which(name)
-        if p:
-            found.append(p)
-    return list(dict.fromkeys(found))
+        found += app_bundles("GIMP*.app", "gimp")
+    return unique_files(found + on_path(GIMP_EXE))
 
 
 def krita_programs() -> list:
     kind = os_kind()
     found = []
     if kind == "windows":
-        for base in filter(None, (os.environ.get("ProgramFiles"), os.environ.get("ProgramW6432"))):
-            p = Path(base) / "Krita (x64)" / "bin" / "krita.exe"
-            if p.is_file():
-                found.append(str(p))
+        found += [str(b / "Krita (x64)" / "bin" / "krita.exe") for b in program_files()
+                  if (b / "Krita (x64)" / "bin" / "krita.exe").is_file()]
     elif kind == "macos":
-        for app in ("/Applications/krita.app", str(home() / "Applications" / "krita.app")):
-            if Path(app, "Contents", "MacOS", "krita").exists():
-                found.append(str(Path(app, "Contents", "MacOS", "krita")))
-    p = shutil.which("krita")
-    if p:
-        found.append(p)
-    return list(dict.fromkeys(found))
+        found += app_bundles("krita*.app", "krita")
+    return unique_files(found + on_path(KRITA_EXE))
 
 
-def gimp_candidates() -> list:
-    """(kind, profile dir, flatpak app) where GIMP 3 keeps a user profile on this OS."""
+def gimp_profile_homes() -> list:
+    """(kind, the folder holding GIMP's per-series profiles, flatpak app) on this OS."""
     kind = os_kind()
-    out = []
-    if os.environ.get("GIMP3_DIRECTORY"):
-        out.append(("native", Path(os.environ["GIMP3_DIRECTORY"]), None))
     if kind == "windows":
-        out.append(("native", appdata() / "GIMP" / "3.0", None))
-    elif kind == "macos":
-        out.append(("native", mac_support() / "GIMP" / "3.0", None))
-    else:
-        out.append(("native", xdg_config_home() / "GIMP" / "3.0", None))
-        out.append(("flatpak", flatpak_app_dir(GIMP_FLATPAK) / "config" / "GIMP" / "3.0",
-                    GIMP_FLATPAK))
-    return out
+        return [("native", appdata() / "GIMP", None)]
+    if kind == "macos":
+        return [("native", mac_support() / "GIMP", None)]
+    return [("native", xdg_config_home() / "GIMP", None),
+            ("flatpak", flatpak_app_dir(GIMP_FLATPAK) / "config" / "GIMP", GIMP_FLATPAK)]
+
+
+def profiles_in(folder: Path) -> list:
+    """((major, minor), path) of every profile folder (2.10, 3.0, 3.2, ...), oldest first."""
+    if not folder.is_dir():
+        return []
+    return sorted((version_key(p.name), p) for p in folder.iterdir()
+                  if re.fullmatch(r"\d+\.\d+", p.name) and p.is_dir())
+
+
+def gimp3_series(versions: dict) -> dict:
+    """{series: note} of the GIMP 3s among {where: version}. A version that cannot be
+    learned counts as GIMP_SERIES_UNKNOWN, with a note, only when no other is known."""
+    series = {dotted(k): "" for k in map(version_key, versions.values()) if k and k[0] == 3}
+    unknown = [where for where, v in versions.items() if version_key(v) is None]
+    if unknown and not series:
+        series[GIMP_SERIES_UNKNOWN] = (f"the version of {', '.join(unknown)} could not be learned; "
+                                       f"GIMP {GIMP_SERIES_UNKNOWN}'s profile folder is assumed")
+    return series
+
+
+def flatpak_gimp3(app: str, flatpak_check) -> dict:
+    """gimp3_series() of the Flatpak GIMP, {} when it is not installed."""
+    return gimp3_series({f"Flatpak {app}": flatpak_version(app)}) if flatpak_check(app) else {}
 
 
 def krita_candidates() -> list:
@@ -592,28 +746,40 @@ def target_collector():
 def find_gimp_targets(extra_dirs=(), programs=None, flatpak_check=flatpak_installed) -> list:
     """Every GIMP 3 profile to install into.
 
-    An existing profile always counts. A missing one counts when that GIMP 3 is
-    installed, unless a GIMP 2.10 profile sits beside it: GIMP 3 migrates 2.10
-    settings only into a profile folder that does not exist yet, so we must not
-    create it first (the user is told to start GIMP 3 once)."""
-    programs = gimp3_programs() if programs is None else programs
+    Every existing GIMP/3.x profile counts: GIMP 3.0 and 3.2 each read their own. A
+    GIMP 3 without a profile gets one for its own series, unless an older profile
+    (2.10, or 3.0 beside a new 3.2) sits beside it: GIMP takes an older profile's
+    settings over only into a folder that does not exist yet, so we must not create
+    it first (the user is told to start that GIMP once)."""
+    programs = gimp_programs() if programs is None else programs
+    native = gimp3_series({exe: program_version(exe) for exe in programs})
     targets, add = target_collector()
 
     for d in extra_dirs:
-        add(Target("gimp", "custom", Path(d).expanduser(), exists=Path(d).expanduser().is_dir()))
-    for kind, root, app in gimp_candidates():
-        if root.is_dir():
-            add(Target("gimp", kind, root, flatpak_app=app))
-            continue
-        installed = flatpak_check(app) if app else bool(programs)
-        if not installed:
-            continue
-        if (root.parent / "2.10").is_dir():
-            say(f"  note: GIMP 3{' (Flatpak)' if app else ''} is installed but has no profile yet "
-                f"and a GIMP 2.10 profile exists; start GIMP 3 once (it migrates your settings), "
-                f"then run this installer again.")
-            continue
-        add(Target("gimp", kind, root, exists=False, flatpak_app=app))
+        root = Path(d).expanduser()
+        add(Target("gimp", "custom", root, exists=root.is_dir(),
+                   version=root.name if re.fullmatch(r"3\.\d+", root.name) else ""))
+    if os.environ.get("GIMP3_DIRECTORY"):
+        root = Path(os.environ["GIMP3_DIRECTORY"])
+        if root.is_dir() or native:
+            add(Target("gimp", "native", root, exists=root.is_dir()))
+    for kind, folder, app in gimp_profile_homes():
+        profiles = profiles_in(folder)
+        for key, root in profiles:
+            if key[0] == 3:
+                add(Target("gimp", kind, root, flatpak_app=app, version=root.name))
+        installed = flatpak_gimp3(app, flatpak_check) if app else native
+        for series, note in installed.items():
+            if (folder / series).is_dir():
+                continue
+            older = [root for key, root in profiles if key < version_key(series)]
+            if older:
+                say(f"  note: GIMP {series}{' (Flatpak)' if app else ''} is installed but has no "
+                    f"profile yet and a GIMP {older[-1].name} profile exists; start GIMP {series} "
+                    "once (it takes your settings over), then run this installer again.")
+                continue
+            add(Target("gimp", kind, folder / series, exists=False, flatpak_app=app,
+                       version=series, note=note))
     return targets
 
 
@@ -1099,13 +1265,15 @@ def print_plan(plan: Plan) -> None:
     if not plan.gimp:
         say("  GIMP 3           none found (use --gimp-dir to name a profile)")
     for g in plan.gimp:
-        say(f"  GIMP 3{g.label():11}{g.plugin_dir}" + ("" if g.exists else "  (profile created)"))
+        say(f"  {g.title():<16} {g.plugin_dir}" + ("" if g.exists else "  (profile created)"))
+        if g.note:
+            say(f"{'':19}note: {g.note}")
     if plan.gimp_pin:
         say(f"  GIMP python3     pin {plan.gimp_pin} in interpreters/python3.interp ({plan.gimp_pin_why})")
     if not plan.krita:
         say("  Krita            none found (use --krita-dir to name a resource folder)")
     for k in plan.krita:
-        say(f"  Krita{k.label():12}{k.plugin_dir}" + ("" if k.exists else "  (folder created)"))
+        say(f"  {k.title():<16} {k.plugin_dir}" + ("" if k.exists else "  (folder created)"))
         say(f"                   enable in {k.kritarc} ([python] enable_{KRITA_PLUGIN}=true)")
     for path, fp in plan.configs:
         say(f"  config           {path}" + ("  (flatpak-spawn --host)" if fp else ""))
@@ -1421,7 +1589,7 @@ def install(plan: Plan, args) -> int:
         for t in targets:
             for n in install(t, plan, manifest):
                 say(f"  {n}")
-            summary["installed"].append(f"{host:<6}{t.label():10}{t.plugin_dir}")
+            summary["installed"].append(f"{t.title():<15} {t.plugin_dir}")
             manifest.save()
 
     step("Front-end config")
@@ -1552,37 +1720,32 @@ def uninstall(args) -> int:
 
 # ============================================================== check
 
-def program_version(exe: str) -> str:
-    """A version string for a GIMP or Krita executable, best effort."""
-    app = Path(exe).parents[2] if "/Contents/MacOS/" in exe else None
-    if app and (app / "Contents" / "Info.plist").is_file():
-        import plistlib
-        try:
-            with open(app / "Contents" / "Info.plist", "rb") as f:
-                return plistlib.load(f).get("CFBundleShortVersionString", "?")
-        except Exception:
-            return "?"
-    rc, out = run_capture([exe, "--version"], timeout=30)
-    m = re.search(r"(\d+\.\d+(\.\d+)?)", out or "") if rc == 0 else None
-    if m:
-        return m.group(1)
-    if os_kind() == "linux" and shutil.which("dpkg-query"):
-        # Krita's --version needs a display; the package manager knows too.
-        rc, out = run_capture(["dpkg-query", "-S", os.path.realpath(exe)], timeout=20)
-        pkg = (out or "").split(":")[0].strip() if rc == 0 else ""
-        if pkg:
-            rc, out = run_capture(["dpkg-query", "-W", "-f=${Version}", pkg], timeout=20)
-            if rc == 0 and out.strip():
-                return out.strip() + f" ({pkg} package)"
-    return "version unknown"
+def editors_found() -> list:
+    """(app, where, version or None) of every GIMP and Krita on this machine."""
+    found = [("GIMP", exe, program_version(exe)) for exe in gimp_programs()]
+    found += [("Krita", exe, program_version(exe)) for exe in krita_programs()]
+    for app, flatpak in (("GIMP", GIMP_FLATPAK), ("Krita", KRITA_FLATPAK)):
+        if flatpak_installed(flatpak):
+            found.append((app, f"Flatpak {flatpak}", flatpak_version(flatpak)))
+    return found
 
 
-def flatpak_version(app: str) -> str:
-    if not shutil.which("flatpak"):
-        return "installed"
-    rc, out = run_capture(["flatpak", "info", app], timeout=30)
-    m = re.search(r"Version:\s*(\S+)", out or "")
-    return m.group(1) if m else "installed"
+def print_editors() -> list:
+    """A line per GIMP and Krita with its version, advice under those outside the
+    tested range; returns the warnings."""
+    found = editors_found()
+    if not found:
+        say(f"  no GIMP or Krita found (the plug-ins need GIMP {dotted(GIMP_TESTED[0])} or Krita "
+            f"{dotted(KRITA_TESTED[0])} or newer)")
+    warnings = []
+    for app, where, version in found:
+        say(f"  {app + ' ' + (version or '(version unknown)'):<16} {where}")
+        advice = version_advice(app, version)
+        if advice:
+            say(f"{'':19}{advice}")
+        if advice.startswith("WARNING"):
+            warnings.append(f"{app} {version} ({where}): {advice.split(': ', 1)[1]}")
+    return warnings
 
 
 def check(args, probes: Probes | None = None) -> int:
@@ -1633,13 +1796,7 @@ def check(args, probes: Probes | None = None) -> int:
             problems.append(f"the bundled model {name} is {m.get('state')}")
 
     step("Editors")
-    for exe in gimp3_programs():
-        say(f"  GIMP          {exe}: {program_version(exe)}")
-    for exe in krita_programs():
-        say(f"  Krita         {exe}: {program_version(exe)}")
-    for app in (GIMP_FLATPAK, KRITA_FLATPAK):
-        if flatpak_installed(app):
-            say(f"  Flatpak       {app}: {flatpak_version(app)}")
+    warnings = print_editors()
 
     step("Plug-in files")
     gimp = find_gimp_targets(args.gimp_dir or ())
@@ -1647,7 +1804,9 @@ def check(args, probes: Probes | None = None) -> int:
     for t in gimp:
         main = t.plugin_dir / f"{GIMP_PLUGIN}.py"
         ok = main.is_file() and os.access(main, os.X_OK) and t.client_path.is_file()
-        say(f"  GIMP{t.label():10} {t.plugin_dir}: {'ok' if ok else 'MISSING or not executable'}")
+        say(f"  {t.title():<16} {t.plugin_dir}: {'ok' if ok else 'MISSING or not executable'}")
+        if t.note:
+            say(f"{'':19}note: {t.note}")
         if not ok:
             problems.append(f"GIMP plug-in incomplete in {t.plugin_dir}")
         interp = t.root / "interpreters" / "python3.interp"
@@ -1658,7 +1817,7 @@ def check(args, probes: Probes | None = None) -> int:
         ok = desktop.is_file() and t.client_path.is_file()
         text = t.kritarc.read_text(encoding="utf-8") if t.kritarc and t.kritarc.is_file() else ""
         enabled = ini_get(text, "python", f"enable_{KRITA_PLUGIN}") == "true"
-        say(f"  Krita{t.label():9} {t.plugin_dir}: {'ok' if ok else 'MISSING'}; "
+        say(f"  {t.title():<16} {t.plugin_dir}: {'ok' if ok else 'MISSING'}; "
             f"{t.kritarc}: {'enabled' if enabled else 'NOT enabled'}")
         if not ok or not enabled:
             problems.append(f"Krita plug-in incomplete or disabled for {t.root}")
@@ -1680,6 +1839,8 @@ def check(args, probes: Probes | None = None) -> int:
     say("\n" + ("All checks passed." if not problems else "Problems found:"))
     for p in problems:
         say(f"  - {p}")
+    for w in warnings:
+        say(f"  warning: {w}")
     if problems:
         say("Running `python installer.py` again repairs an install (it is safe to re-run).")
     return 0 if not problems else 1

@@ -203,8 +203,13 @@ class _Process:
         self._stderr_done = threading.Event()
         self.write_lock = threading.Lock()
         self.missed_deadline = False
-        threading.Thread(target=self._read_stdout, daemon=True, name="fbcnn-stdout").start()
-        threading.Thread(target=self._read_stderr, daemon=True, name="fbcnn-stderr").start()
+        self._released = False
+        self._release_lock = threading.Lock()
+        self._readers = [
+            threading.Thread(target=self._read_stdout, daemon=True, name="fbcnn-stdout"),
+            threading.Thread(target=self._read_stderr, daemon=True, name="fbcnn-stderr")]
+        for reader in self._readers:
+            reader.start()
 
     def _read_stdout(self):
         stream = self.popen.stdout
@@ -262,6 +267,7 @@ class _Process:
             pass
 
     def close(self, grace: float):
+        """End the process (EOF on stdin first, then a kill) and release its pipes."""
         try:
             self.popen.stdin.close()
         except OSError:
@@ -273,6 +279,26 @@ class _Process:
             try:
                 self.popen.wait(grace)
             except subprocess.TimeoutExpired:
+                pass
+        self.release(grace)
+
+    def release(self, wait: float):
+        """Close the three pipes, once; left open, each one is a ResourceWarning when
+        the Popen is collected (GIMP 3.2 shows them)."""
+        with self._release_lock:
+            if self._released:
+                return
+            self._released = True
+        # The readers see EOF once the process is gone; letting them finish keeps the
+        # last stderr lines. A grandchild holding the pipes (flatpak-spawn) must not
+        # hang us: the wait is bounded, and a reader cut off ends on the closed pipe.
+        deadline = time.monotonic() + wait
+        for reader in self._readers:
+            reader.join(max(0.0, deadline - time.monotonic()))
+        for stream in (self.popen.stdin, self.popen.stdout, self.popen.stderr):
+            try:
+                stream.close()
+            except OSError:
                 pass
 
 
@@ -324,22 +350,31 @@ class Worker:
         return env
 
     def _process(self) -> _Process:
-        if self._proc is None or not self._proc.alive():
+        if self._proc is not None and not self._proc.alive():
+            self._end(self._proc)  # it ran out its idle timeout
+        if self._proc is None:
             self._proc = _Process(self.command(), self.core_path, self._env())
         return self._proc
+
+    def _end(self, proc: _Process):
+        """End a process and close its pipes; the next call starts a fresh one."""
+        if self._proc is proc:
+            self._proc = None
+        proc.close(self.grace)
 
     def close(self):
         """Ask the worker to shut down; kill it if it has not gone after the grace period."""
         with self._lock:
-            proc, self._proc = self._proc, None
-            if proc is None or not proc.alive():
-                return
-            try:
-                self._next_id += 1
-                proc.send({"op": "shutdown", "id": self._next_id}, (), time.monotonic() + self.grace)
-            except OSError:
-                pass
-            proc.close(self.grace)
+            proc = self._proc
+            if proc is not None and proc.alive():
+                try:
+                    self._next_id += 1
+                    proc.send({"op": "shutdown", "id": self._next_id}, (),
+                              time.monotonic() + self.grace)
+                except (OSError, ValueError):
+                    pass
+            if proc is not None:
+                self._end(proc)
 
     def __enter__(self):
         return self
@@ -422,9 +457,10 @@ class Worker:
             wait = deadline - time.monotonic()
             if wait <= 0:
                 proc.kill_hung()
-                self._proc = None
+                tail = proc.stderr_tail(0.5)
+                self._end(proc)
                 raise WorkerError(TIMEOUT, f"the FBCNN worker did not answer within {timeout:g} s "
-                                  "and was stopped", proc.stderr_tail(0.5))
+                                  "and was stopped", tail)
             try:
                 frame = proc.replies.get(timeout=min(wait, 0.1))
             except queue.Empty:
@@ -465,12 +501,13 @@ class Worker:
         except subprocess.TimeoutExpired:
             proc.kill()
             rc = proc.popen.wait()
-        self._proc = None
+        tail = proc.stderr_tail(0.5 if proc.missed_deadline else 1.0)
+        self._end(proc)
         if proc.missed_deadline:
             raise WorkerError(TIMEOUT, f"the FBCNN worker stopped reading for {timeout:g} s "
-                              "and was stopped", proc.stderr_tail(0.5))
+                              "and was stopped", tail)
         err = WorkerError(WORKER_DIED, f"the FBCNN worker ({self.python}) exited with code {rc} "
-                          f"{when}", proc.stderr_tail(1.0))
+                          f"{when}", tail)
         err.returncode = rc
         raise err
 

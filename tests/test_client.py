@@ -327,6 +327,73 @@ def test_close_shuts_down_cleanly():
     assert proc.returncode == 0
 
 
+PIPES_SCRIPT = textwrap.dedent("""
+    import gc, json, os, sys, threading, warnings
+    warnings.simplefilter("error", ResourceWarning)
+    caught = []
+    # A file collected unclosed warns from its __del__, where an error cannot propagate.
+    sys.unraisablehook = lambda u: caught.append(repr(u.exc_value))
+    root, hangs, dies = sys.argv[1:4]
+    sys.path.insert(0, root)
+    from core.client import Worker, WorkerError
+    popens = {}
+
+    w = Worker(python=sys.executable, core_path=root, timeout=120)
+    w.hello()
+    popens["closed"] = w._proc.popen
+    w.close()
+    w.close()  # a second close has nothing left to close
+
+    w = Worker(python=dies, core_path=root, timeout=20)
+    try:
+        w.hello()
+    except WorkerError as e:
+        popens["died"] = e.kind
+
+    w = Worker(python=hangs, core_path=root, timeout=1, grace=0.5)
+    try:
+        w.hello()
+    except WorkerError as e:
+        popens["timed out"] = e.kind
+
+    w = Worker(python=hangs, core_path=root, timeout=1, grace=0.5)
+    gone = w._process().popen
+    gone.kill()
+    gone.wait()
+    w._process()  # replaces the process that went away (an idle timeout does this)
+    popens["gone"] = gone
+    popens["replacement"] = w._proc.popen
+    w.close()
+
+    open_pipes = {k: [n for n in ("stdin", "stdout", "stderr") if not getattr(p, n).closed]
+                  for k, p in popens.items() if not isinstance(p, str)}
+    kinds = {k: p for k, p in popens.items() if isinstance(p, str)}
+    for t in threading.enumerate():
+        if t.name.startswith("fbcnn-"):
+            t.join(10)
+    del popens, w, gone
+    gc.collect()
+    print(json.dumps({"open": open_pipes, "kinds": kinds, "warnings": caught}))
+""")
+
+
+def test_every_pipe_is_closed_without_resource_warnings(tmp_path):
+    """close(), a worker that died and one that timed out leave no pipe open: left open,
+    each is a ResourceWarning when collected (GIMP 3.2 printed them)."""
+    hangs = fake_python(tmp_path, "exec sleep 60")
+    dies = tmp_path / "dies"
+    dies.write_text("#!/bin/sh\necho bye >&2\nexit 3\n")
+    dies.chmod(0o755)
+    (tmp_path / "pipes.py").write_text(PIPES_SCRIPT)
+    proc = subprocess.run([sys.executable, "-W", "error::ResourceWarning", str(tmp_path / "pipes.py"),
+                           str(ROOT), hangs, str(dies)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    got = json.loads(proc.stdout)
+    assert got["kinds"] == {"died": client.WORKER_DIED, "timed out": client.TIMEOUT}
+    assert got["open"] == {"closed": [], "gone": [], "replacement": []}
+    assert got["warnings"] == [] and "ResourceWarning" not in proc.stderr, proc.stderr
+
+
 def test_idle_worker_is_restarted_on_the_next_call():
     w = Worker(python=sys.executable, core_path=str(ROOT), idle_timeout=1)
     try:

@@ -7,6 +7,7 @@ does that with the real installer)."""
 import ast
 import json
 import os
+import shutil
 import subprocess
 import sys
 import types
@@ -148,7 +149,7 @@ def test_windows_program_files_detection(fake_home, tmp_path, monkeypatch):
     kexe.write_text("")
     monkeypatch.setenv("ProgramFiles", str(pf))
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
-    assert installer.gimp3_programs() == [str(exe)]
+    assert installer.gimp_programs() == [str(exe)]
     assert installer.krita_programs() == [str(kexe)]
 
 
@@ -174,6 +175,255 @@ def test_gimp3_directory_env_is_a_profile(fake_home, tmp_path, monkeypatch):
     monkeypatch.setenv("GIMP3_DIRECTORY", str(prof))
     gimp = installer.find_gimp_targets(programs=[], flatpak_check=quiet_flatpak)
     assert [t.root for t in gimp] == [prof]
+
+
+# ------------------------------------------------------------------ GIMP 3.x series, editor versions
+
+def gimp_says(version):
+    return f"GNU Image Manipulation Program version {version}"
+
+
+FLATPAK_INFO = """
+GNU Image Manipulation Program - Create images and edit photographs
+
+          ID: {app}
+         Ref: app/{app}/x86_64/stable
+        Arch: x86_64
+      Branch: stable
+     Version: {version}
+     License: GPL-3.0+
+"""
+
+
+def prints(text: str) -> str:
+    """A shell command printing text with builtins only (PATH holds nothing else)."""
+    return "printf '%s\\n' " + " ".join("'" + line + "'" for line in text.splitlines())
+
+
+def fake_path(tmp_path, monkeypatch, programs: dict, flatpaks: dict = None) -> Path:
+    """A PATH holding only small scripts: name -> what it prints (None: it fails), and a
+    `flatpak` whose `info APP` prints a version for each app in flatpaks."""
+    bindir = tmp_path / "bin"
+    bindir.mkdir(exist_ok=True)
+    scripts = {name: prints(out) if out is not None else "exit 1" for name, out in programs.items()}
+    if flatpaks:
+        scripts["flatpak"] = "case \"$1 $2\" in\n" + "".join(
+            f"'info {app}') {prints(FLATPAK_INFO.format(app=app, version=v))};;\n"
+            for app, v in flatpaks.items()) + "*) exit 1;;\nesac"
+    for name, body in scripts.items():
+        (bindir / name).write_text("#!/bin/sh\n" + body + "\n")
+        (bindir / name).chmod(0o755)
+    monkeypatch.setenv("PATH", str(bindir))
+    return bindir
+
+
+def gimp_roots(targets):
+    return [(t.kind, t.root, t.version, t.exists) for t in targets]
+
+
+def test_profiles_of_gimp_30_and_32_are_both_installed_into(fake_home, tmp_path, monkeypatch):
+    monkeypatch.setattr(sys, "platform", "linux")
+    config = fake_home / ".config/GIMP"
+    for series in ("2.10", "3.0", "3.2", "3.10"):
+        (config / series).mkdir(parents=True)
+    (config / "3.2-backup").mkdir()
+    before = snapshot(fake_home)
+    gimp = installer.find_gimp_targets(programs=[], flatpak_check=quiet_flatpak)
+    # 3.10 sorts after 3.2 by number, not by text; 2.10 and the backup are no GIMP 3 profiles.
+    assert gimp_roots(gimp) == [("native", config / "3.0", "3.0", True),
+                                ("native", config / "3.2", "3.2", True),
+                                ("native", config / "3.10", "3.10", True)]
+    manifest = installer.Manifest(installer.manifest_path())
+    installer.make_dirs(manifest.path.parent, manifest)
+    place_everything(make_test_plan(fake_home, fake_sources(tmp_path), gimp, []), manifest)
+    for series in ("3.0", "3.2", "3.10"):
+        assert (config / series / "plug-ins/fbcnn_gimp/fbcnn_gimp.py").is_file()
+        assert (config / series / "plug-ins/fbcnn_gimp/fbcnn_client.py").is_file()
+    assert not (config / "2.10/plug-ins").exists()
+    assert installer.main(["--uninstall"]) == 0
+    assert snapshot(fake_home) == before
+
+
+def test_only_a_32_profile_and_the_plan_names_its_version(fake_home, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(sys, "platform", "linux")
+    fake_path(tmp_path, monkeypatch, {"gimp-console-3": gimp_says("3.2.6"), "gimp-3": gimp_says("3.2.6")})
+    profile = fake_home / ".config/GIMP/3.2"
+    profile.mkdir(parents=True)
+    gimp = installer.find_gimp_targets(flatpak_check=quiet_flatpak)
+    assert gimp_roots(gimp) == [("native", profile, "3.2", True)]
+    assert not (fake_home / ".config/GIMP/3.0").exists()
+    installer.print_plan(make_test_plan(fake_home, fake_sources(tmp_path), gimp, []))
+    lines = capsys.readouterr().out.splitlines()
+    assert f"  GIMP 3.2         {profile}/plug-ins/fbcnn_gimp" in lines
+
+
+def test_a_gimp_32_without_a_profile_gets_the_32_folder(fake_home, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(sys, "platform", "linux")
+    bindir = fake_path(tmp_path, monkeypatch, {"gimp-3": gimp_says("3.2.6"),
+                                               "gimp-console-3.2": gimp_says("3.2.6")})
+    assert installer.gimp_programs() == [str(bindir / "gimp-3"), str(bindir / "gimp-console-3.2")]
+    config = fake_home / ".config/GIMP"
+    gimp = installer.find_gimp_targets(flatpak_check=quiet_flatpak)
+    assert gimp_roots(gimp) == [("native", config / "3.2", "3.2", False)]
+    plan = make_test_plan(fake_home, fake_sources(tmp_path), gimp, [])
+    installer.print_plan(plan)
+    assert f"  GIMP 3.2         {config}/3.2/plug-ins/fbcnn_gimp  (profile created)" in \
+        capsys.readouterr().out.splitlines()
+    manifest = installer.Manifest(installer.manifest_path())
+    installer.install_gimp(gimp[0], plan, manifest)
+    assert (config / "3.2/plug-ins/fbcnn_gimp/fbcnn_gimp.py").is_file()
+    assert str(config / "3.2") in manifest.data["dirs"]
+
+
+@pytest.mark.parametrize("older", ["3.0", "2.10"])
+def test_a_new_series_beside_an_older_profile_is_left_to_gimp_to_migrate(
+        fake_home, tmp_path, monkeypatch, capsys, older):
+    """GIMP 3.2 takes a 3.0 (or 2.10) profile over only into a 3.2 folder that does not exist."""
+    monkeypatch.setattr(sys, "platform", "linux")
+    fake_path(tmp_path, monkeypatch, {"gimp-3": gimp_says("3.2.6")})
+    config = fake_home / ".config/GIMP"
+    (config / older).mkdir(parents=True)
+    gimp = installer.find_gimp_targets(flatpak_check=quiet_flatpak)
+    expected = [("native", config / "3.0", "3.0", True)] if older == "3.0" else []
+    assert gimp_roots(gimp) == expected
+    assert not (config / "3.2").exists()
+    assert (f"  note: GIMP 3.2 is installed but has no profile yet and a GIMP {older} profile "
+            "exists; start GIMP 3.2 once (it takes your settings over), then run this installer "
+            "again.") in capsys.readouterr().out.splitlines()
+
+
+def test_flatpak_gimp_32(fake_home, tmp_path, monkeypatch):
+    monkeypatch.setattr(sys, "platform", "linux")
+    fake_path(tmp_path, monkeypatch, {}, flatpaks={"org.gimp.GIMP": "3.2.6"})
+    flat = fake_home / ".var/app/org.gimp.GIMP/config/GIMP"
+    is_gimp = lambda app: app == "org.gimp.GIMP"  # noqa: E731
+    # Installed, never started: its own series' folder is created.
+    gimp = installer.find_gimp_targets(programs=[], flatpak_check=is_gimp)
+    assert gimp_roots(gimp) == [("flatpak", flat / "3.2", "3.2", False)]
+    assert gimp[0].flatpak_app == "org.gimp.GIMP" and gimp[0].title() == "GIMP 3.2 (Flatpak)"
+    # Started once: the profile is there, and no 3.0 one is made beside it.
+    (flat / "3.2").mkdir(parents=True)
+    gimp = installer.find_gimp_targets(programs=[], flatpak_check=is_gimp)
+    assert gimp_roots(gimp) == [("flatpak", flat / "3.2", "3.2", True)]
+
+
+def test_windows_finds_every_series_and_creates_the_installed_ones(fake_home, tmp_path, monkeypatch):
+    monkeypatch.setattr(sys, "platform", "win32")
+    roaming = tmp_path / "Roaming"
+    monkeypatch.setenv("APPDATA", str(roaming))
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    pf = tmp_path / "Program Files"
+    monkeypatch.setenv("ProgramFiles", str(pf))
+    (roaming / "GIMP/3.0").mkdir(parents=True)
+    (roaming / "GIMP/3.4").mkdir(parents=True)
+    gimp = installer.find_gimp_targets(programs=[], flatpak_check=quiet_flatpak)
+    assert gimp_roots(gimp) == [("native", roaming / "GIMP/3.0", "3.0", True),
+                                ("native", roaming / "GIMP/3.4", "3.4", True)]
+    # GIMP 3.2's installer puts gimp-3.2.exe in "GIMP 3": its name tells the series.
+    exe = pf / "GIMP 3/bin/gimp-3.2.exe"
+    exe.parent.mkdir(parents=True)
+    exe.write_text("")
+    (pf / "GIMP 3/bin/gimptool.exe").write_text("")
+    old = pf / "GIMP 2/bin/gimp-2.10.exe"
+    old.parent.mkdir(parents=True)
+    old.write_text("")
+    assert installer.gimp_programs() == [str(old), str(exe)]
+    assert installer.program_version(str(exe)) == "3.2"
+    shutil.rmtree(roaming / "GIMP/3.0")
+    shutil.rmtree(roaming / "GIMP/3.4")
+    gimp = installer.find_gimp_targets(flatpak_check=quiet_flatpak)
+    assert gimp_roots(gimp) == [("native", roaming / "GIMP/3.2", "3.2", False)]
+
+
+def test_macos_finds_a_32_profile_and_creates_one_for_gimp_32(fake_home, monkeypatch):
+    import plistlib
+    monkeypatch.setattr(sys, "platform", "darwin")
+    monkeypatch.setenv("PATH", "/nonexistent")
+    support = fake_home / "Library/Application Support/GIMP"
+    (support / "3.2").mkdir(parents=True)
+    gimp = installer.find_gimp_targets(programs=[], flatpak_check=quiet_flatpak)
+    assert gimp_roots(gimp) == [("native", support / "3.2", "3.2", True)]
+    app = fake_home / "Applications/GIMP.app/Contents"
+    (app / "MacOS").mkdir(parents=True)
+    (app / "MacOS/gimp").write_text("")
+    with open(app / "Info.plist", "wb") as f:
+        plistlib.dump({"CFBundleShortVersionString": "3.2.6"}, f)
+    (support / "3.2").rmdir()
+    gimp = installer.find_gimp_targets(flatpak_check=quiet_flatpak)
+    assert gimp_roots(gimp) == [("native", support / "3.2", "3.2", False)]
+
+
+def test_an_unknown_gimp_version_falls_back_to_30_and_says_so(fake_home, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(sys, "platform", "linux")
+    bindir = fake_path(tmp_path, monkeypatch, {"gimp-3": None})
+    gimp = installer.find_gimp_targets(flatpak_check=quiet_flatpak)
+    assert gimp_roots(gimp) == [("native", fake_home / ".config/GIMP/3.0", "3.0", False)]
+    note = (f"the version of {bindir / 'gimp-3'} could not be learned; "
+            "GIMP 3.0's profile folder is assumed")
+    assert gimp[0].note == note
+    installer.print_plan(make_test_plan(fake_home, fake_sources(tmp_path), gimp, []))
+    assert f"                   note: {note}" in capsys.readouterr().out.splitlines()
+    # A known version elsewhere wins over the guess.
+    fake_path(tmp_path, monkeypatch, {"gimp-3": None, "gimp-console-3": gimp_says("3.2.6")})
+    gimp = installer.find_gimp_targets(flatpak_check=quiet_flatpak)
+    assert gimp_roots(gimp) == [("native", fake_home / ".config/GIMP/3.2", "3.2", False)]
+    # A Flatpak whose version flatpak cannot tell: the same fallback.
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    gimp = installer.find_gimp_targets(programs=[], flatpak_check=lambda app: app == "org.gimp.GIMP")
+    assert [(t.root.name, t.note) for t in gimp] == [
+        ("3.0", "the version of Flatpak org.gimp.GIMP could not be learned; "
+                "GIMP 3.0's profile folder is assumed")]
+
+
+def test_version_advice_follows_the_tested_ranges():
+    assert installer.GIMP_TESTED == ((3, 0), (3, 2)) and installer.KRITA_TESTED == ((5, 1), (6, 0))
+    for app, version in (("GIMP", "3.0.0"), ("GIMP", "3.2.6"), ("Krita", "5.1.5"), ("Krita", "6.0.4.1")):
+        assert installer.version_advice(app, version) == "", (app, version)
+    assert installer.version_advice("GIMP", "2.10.38").startswith(
+        "WARNING: the plug-in needs GIMP 3.0 or newer: install GIMP 3 (")
+    assert installer.version_advice("Krita", "5.0.2").startswith(
+        "WARNING: the plug-in needs Krita 5.1 or newer: install a newer Krita (")
+    assert installer.version_advice("GIMP", "3.4.0").startswith(
+        "note: GIMP 3.4.0 is newer than tested (GIMP 3.0 to 3.2); it is untested")
+    assert installer.version_advice("Krita", None).startswith("note: its version could not be learned")
+
+
+def test_check_lists_every_editor_with_its_version_and_advice(fake_home, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(sys, "platform", "linux")
+    bindir = fake_path(tmp_path, monkeypatch,
+                       {"gimp-2.10": gimp_says("2.10.38"), "gimp-console-3": gimp_says("3.2.6"),
+                        "gimp-3.4": gimp_says("3.4.0"), "gimp-3": None,
+                        "krita": None, "krita_version": "4.4.8"},
+                       flatpaks={"org.kde.krita": "6.1.0"})
+    (fake_home / ".local/share/flatpak/app/org.kde.krita").mkdir(parents=True)
+    (fake_home / ".config/GIMP/3.2").mkdir(parents=True)
+    assert installer.check(installer.parse_args(["--check"]), probes=FakeProbes()) == 1
+    out = capsys.readouterr().out
+    editors = out.split("==> Editors\n")[1].split("\n\n")[0].splitlines()
+    pad = " " * 19
+    assert editors == [
+        f"  GIMP 2.10.38     {bindir}/gimp-2.10",
+        pad + "WARNING: the plug-in needs GIMP 3.0 or newer: " + installer.TOO_OLD_ADVICE["GIMP"],
+        f"  GIMP (version unknown) {bindir}/gimp-3",
+        pad + "note: its version could not be learned; the plug-in is tested with GIMP 3.0 to 3.2",
+        f"  GIMP 3.4.0       {bindir}/gimp-3.4",
+        pad + "note: GIMP 3.4.0 is newer than tested (GIMP 3.0 to 3.2); it is untested there and "
+              "likely works; please report what does not",
+        f"  GIMP 3.2.6       {bindir}/gimp-console-3",
+        f"  Krita 4.4.8      {bindir}/krita",
+        pad + "WARNING: the plug-in needs Krita 5.1 or newer: " + installer.TOO_OLD_ADVICE["Krita"],
+        "  Krita 6.1.0      Flatpak org.kde.krita",
+        pad + "note: Krita 6.1.0 is newer than tested (Krita 5.1 to 6.0); it is untested there and "
+              "likely works; please report what does not"]
+    lines = out.splitlines()
+    assert f"  GIMP 3.2         {fake_home}/.config/GIMP/3.2/plug-ins/fbcnn_gimp: MISSING or not executable" in lines
+    # GIMP 3.4 has not taken the 3.2 profile over yet: its folder is left for it to make.
+    assert ("  note: GIMP 3.4 is installed but has no profile yet and a GIMP 3.2 profile exists; "
+            "start GIMP 3.4 once (it takes your settings over), then run this installer again.") in lines
+    assert f"  warning: GIMP 2.10.38 ({bindir}/gimp-2.10): the plug-in needs GIMP 3.0 or newer: " \
+        + installer.TOO_OLD_ADVICE["GIMP"] in lines
+    assert f"  warning: Krita 4.4.8 ({bindir}/krita): the plug-in needs Krita 5.1 or newer: " \
+        + installer.TOO_OLD_ADVICE["Krita"] in lines
 
 
 @pytest.mark.parametrize("plat", ["linux", "win32", "darwin"])
@@ -652,7 +902,7 @@ def test_flatpak_hosts_get_their_own_spawning_config(fake_home, tmp_path, monkey
     (fake_home / ".var/app/org.gimp.GIMP/config/GIMP/3.0").mkdir(parents=True)
     (fake_home / ".config/GIMP/3.0").mkdir(parents=True)
     args = installer.parse_args(["--no-download", "--no-krita"])
-    monkeypatch.setattr(installer, "gimp3_programs", lambda: [])
+    monkeypatch.setattr(installer, "gimp_programs", lambda: [])
     plan = installer.make_plan(args, probes=FakeProbes(base=CPU_TORCH))
     assert [(t.kind, t.flatpak_app) for t in plan.gimp] == [("native", None), ("flatpak", "org.gimp.GIMP")]
     assert plan.configs == [(fake_home / ".config/fbcnn/frontend.json", False),
@@ -714,7 +964,7 @@ def test_macos_app_bundles_are_found_with_their_versions(fake_home, monkeypatch)
         (macos / exe).write_text("")
         with open(apps / app / "Contents" / "Info.plist", "wb") as f:
             plistlib.dump({"CFBundleShortVersionString": version}, f)
-    gimp = installer.gimp3_programs()
+    gimp = installer.gimp_programs()
     krita = installer.krita_programs()
     assert gimp == [str(apps / "GIMP.app/Contents/MacOS/gimp")]
     assert krita == [str(apps / "krita.app/Contents/MacOS/krita")]
@@ -743,7 +993,7 @@ def test_uninstall_dry_run_lists_and_changes_nothing(fake_home, tmp_path, monkey
 
 def test_check_reports_a_missing_install(fake_home, monkeypatch, capsys):
     monkeypatch.setattr(sys, "platform", "linux")
-    monkeypatch.setattr(installer, "gimp3_programs", lambda: [])
+    monkeypatch.setattr(installer, "gimp_programs", lambda: [])
     monkeypatch.setattr(installer, "krita_programs", lambda: [])
     before = snapshot(fake_home)
     assert installer.check(installer.parse_args(["--check"]), probes=FakeProbes()) == 1

@@ -4,10 +4,11 @@ what it set up, then --uninstall leaves nothing behind that it created.
 One module-scoped install (it builds a venv and pip-installs the project, about a
 minute), then, in order:
   1. the files, configs and the installer's own self-check;
-  2. the real headless GIMP 3 (tests/hosts/gimp.py) finds the procedure in the PDB
-     and runs it on a small JPEG, with only HOME/XDG pointing at the temp tree;
-  3. the real Krita (tests/hosts/krita.py) loads the plug-in the installer put in
-     pykrita/ and enabled in kritarc, and runs it;
+  2. each real headless GIMP (3.0 and 3.2, tests/hosts/gimp.py) finds the
+     procedure in the PDB and runs it on a small JPEG, with only HOME/XDG pointing
+     at the temp tree: each reads its own profile (GIMP/3.0, GIMP/3.2);
+  3. each real Krita (5.1 to 6, tests/hosts/krita.py) loads the plug-in the
+     installer put in pykrita/ and enabled in kritarc, and runs it;
   4. a re-run is an upgrade, and its model download goes to a local HTTP server:
      a cut connection is resumed with a Range request, and the wrong hash is refused;
   5. --check passes;
@@ -32,9 +33,12 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 import installer  # noqa: E402
+from tests.hosts import gimp as gh  # noqa: E402
+from tests.hosts import krita as kh  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
+GIMP_SERIES = ("3.0", "3.2")
 USER_KRITARC = ("[General]\nLastPreferencesSection=0\n\n[python]\nenable_comics_project=true\n\n"
                 "[theme]\nTheme=Krita darker\n")
 
@@ -82,7 +86,7 @@ class Site:
 
     def gimp_env(self, **extra) -> dict:
         # Only the temp HOME: GIMP finds its profile (and the plug-in) under
-        # XDG_CONFIG_HOME/GIMP/3.0 and the plug-in finds frontend.json itself.
+        # XDG_CONFIG_HOME/GIMP/3.x and the plug-in finds frontend.json itself.
         return dict({"HOME": str(self.home), "XDG_CONFIG_HOME": str(self.config),
                      "XDG_DATA_HOME": str(self.data), "XDG_CACHE_HOME": str(self.cache)}, **extra)
 
@@ -117,9 +121,11 @@ class Site:
     def venv(self) -> Path:
         return self.data / "fbcnn" / "venv"
 
-    @property
-    def gimp_plugin(self) -> Path:
-        return self.config / "GIMP" / "3.0" / "plug-ins" / "fbcnn_gimp"
+    def gimp_profile(self, series="3.0") -> Path:
+        return self.config / "GIMP" / series
+
+    def gimp_plugin(self, series="3.0") -> Path:
+        return self.gimp_profile(series) / "plug-ins" / "fbcnn_gimp"
 
     @property
     def pykrita(self) -> Path:
@@ -134,6 +140,25 @@ def make_jpeg(path: Path, w=96, h=64, quality=12):
     return path
 
 
+GIMPS = gh.gimp_hosts()
+KRITAS = kh.krita_hosts()
+
+
+@pytest.fixture(params=GIMPS, ids=[h.id for h in GIMPS])
+def gimp_host(request):
+    if request.param.why_missing():
+        loud_skip(request.param.why_missing())
+    return request.param
+
+
+@pytest.fixture(params=KRITAS, ids=[h.id for h in KRITAS])
+def krita_host(request):
+    why = kh.why_not_available(request.param)
+    if why:
+        loud_skip(f"Krita cannot run here: {why}")
+    return request.param
+
+
 NO_MODEL = ("core/models/ holds no bundled compact model yet (issue 3): the installer's "
             "self-check and the editors' default model cannot restore anything")
 
@@ -145,9 +170,11 @@ def site(tmp_path_factory):
     for d in (s.home, s.config, s.data, s.cache, s.runtime, s.tmp, s.work):
         d.mkdir(parents=True)
     s.runtime.chmod(0o700)
-    # A user who has started GIMP 3 and Krita before: their folders exist, and kritarc
-    # holds settings of their own that must survive install and uninstall.
-    (s.config / "GIMP" / "3.0").mkdir(parents=True)
+    # A user who has started GIMP 3.0, then 3.2, and Krita before: their folders
+    # exist, and kritarc holds settings of their own that must survive install and
+    # uninstall.
+    for series in GIMP_SERIES:
+        s.gimp_profile(series).mkdir(parents=True)
     (s.data / "krita").mkdir(parents=True)
     (s.config / "kritarc").write_text(USER_KRITARC)
     s.jpeg = make_jpeg(s.work / "small.jpg")
@@ -202,12 +229,13 @@ def test_install_puts_every_piece_in_place(site):
     if site.has_model:
         assert list((core_path / "core" / "models").glob("*.pth")), "bundled model not installed"
 
-    main = site.gimp_plugin / "fbcnn_gimp.py"
-    assert os.access(main, os.X_OK)
-    assert main.read_bytes() == (ROOT / "gimp_plugin" / "fbcnn_gimp" / "fbcnn_gimp.py").read_bytes()
     client = (ROOT / "core" / "client.py").read_bytes()
-    assert (site.gimp_plugin / "fbcnn_client.py").read_bytes() == client
-    interp = site.config / "GIMP" / "3.0" / "interpreters" / "python3.interp"
+    for series in GIMP_SERIES:  # every GIMP 3.x profile gets the plug-in
+        main = site.gimp_plugin(series) / "fbcnn_gimp.py"
+        assert os.access(main, os.X_OK), series
+        assert main.read_bytes() == (ROOT / "gimp_plugin" / "fbcnn_gimp" / "fbcnn_gimp.py").read_bytes()
+        assert (site.gimp_plugin(series) / "fbcnn_client.py").read_bytes() == client
+    interp = site.gimp_profile() / "interpreters" / "python3.interp"
     # Pinned exactly when GIMP would otherwise start the plug-in with a python3 that
     # cannot load GIMP 3's bindings while the system one can (a native GIMP 3 here).
     first_python3 = shutil.which("python3", path=site.env()["PATH"])
@@ -233,13 +261,10 @@ def test_install_puts_every_piece_in_place(site):
 
 # ------------------------------------------------------------------ 2. GIMP
 
-def test_gimp_finds_and_runs_the_procedure(site):
-    from tests.hosts import gimp as gh
-    host = gh.find_gimp()
-    if host is None:
-        loud_skip("GIMP 3 is not set up; run `sh tests/hosts/setup_gimp.sh`")
+def test_gimp_finds_and_runs_the_procedure(site, gimp_host):
     installed_ok(site)
-    w = site.work
+    w = site.work / gimp_host.id
+    w.mkdir()
     jobs = [{"name": "lookup", "steps": [{"op": "lookup"}]},
             {"name": "run", "steps": [
                 {"op": "load", "path": str(site.jpeg)},
@@ -247,7 +272,8 @@ def test_gimp_finds_and_runs_the_procedure(site):
                 {"op": "filter", "args": {}},
                 {"op": "dump", "path": str(w / "gimp_after.raw"), "format": "R'G'B' u8",
                  "which": "top"}]}]
-    run = site.editor_run("gimp", lambda: gh.run_jobs(host, w, jobs, site.gimp_env(), timeout=900))
+    run = site.editor_run("gimp", lambda: gh.run_jobs(gimp_host, w, jobs, site.gimp_env(),
+                                                     timeout=900, binds=[site.root]))
     (w / "gimp.log").write_text(run.log())
     found = run.step("lookup", "lookup")
     assert found["found"], run.log()
@@ -266,16 +292,12 @@ def test_gimp_finds_and_runs_the_procedure(site):
     assert 10 * np.log10(255 ** 2 / mse) > 25, "the result is not a gentle restoration"
 
 
-def test_gimp_python3_pin_beats_a_venv_first_on_path(site):
-    """The PATH pitfall of gimp3-headless.md, for real: with the venv's python3 first on
-    PATH, GIMP cannot start Python plug-ins (not even python-fu-eval) unless the profile
-    pins python3; with the installer's pin it lists the procedure again."""
-    from tests.hosts import gimp as gh
-    host = gh.find_gimp()
-    if host is None:
-        loud_skip("GIMP 3 is not set up; run `sh tests/hosts/setup_gimp.sh`")
+def test_gimp_python3_pin_beats_a_venv_first_on_path(site, gimp_host):
+    """The PATH pitfall of docs/editors-headless.md, for real: with the venv's python3
+    first on PATH, GIMP cannot start Python plug-ins (not even python-fu-eval) unless
+    the profile pins python3; with the installer's pin it lists the procedure again."""
     installed_ok(site)
-    interp = site.config / "GIMP" / "3.0" / "interpreters" / "python3.interp"
+    interp = site.gimp_profile(gimp_host.series) / "interpreters" / "python3.interp"
     if not interp.exists():
         # This host's python3 cannot load GIMP 3's bindings (GIMP 3 lives in a chroot),
         # so the installer rightly pinned nothing; name the chroot's python3 the way a
@@ -283,15 +305,16 @@ def test_gimp_python3_pin_beats_a_venv_first_on_path(site):
         p = site.installer("--no-download", "--no-krita", "--gimp-python", "/usr/bin/python3")
         assert "pin /usr/bin/python3 in interpreters/python3.interp (--gimp-python given)" in p.stdout
     assert interp.read_text() == "python3=/usr/bin/python3\n"
-    plugin = site.gimp_plugin / "fbcnn_gimp.py"
+    plugin = site.gimp_plugin(gimp_host.series) / "fbcnn_gimp.py"
     env = site.gimp_env(PATH=f"{site.venv / 'bin'}:{gh.SYSTEM_PATH}")
     jobs = [{"name": "lookup", "steps": [{"op": "lookup"}]}]
 
     def lookup(tag):
         os.utime(plugin)  # a new mtime makes GIMP query the plug-in again
-        work = site.work / tag
-        work.mkdir()
-        run = site.editor_run("gimp", lambda: gh.run_jobs(host, work, jobs, env, timeout=900))
+        work = site.work / gimp_host.id / tag
+        work.mkdir(parents=True)
+        run = site.editor_run("gimp", lambda: gh.run_jobs(gimp_host, work, jobs, env,
+                                                         timeout=900, binds=[site.root]))
         (work / "gimp.log").write_text(run.log())
         found = bool(run.results.get("lookup")) and run.results["lookup"][0].get("found")
         return found, run
@@ -310,11 +333,7 @@ def test_gimp_python3_pin_beats_a_venv_first_on_path(site):
 
 # ------------------------------------------------------------------ 3. Krita
 
-def test_krita_loads_and_runs_the_plugin(site):
-    from tests.hosts import krita as kh
-    why = kh.why_not_available()
-    if why:
-        loud_skip(f"Krita cannot run here: {why}")
+def test_krita_loads_and_runs_the_plugin(site, krita_host):
     installed_ok(site)
 
     class InstalledProfile(kh.KritaProfile):
@@ -331,9 +350,10 @@ def test_krita_loads_and_runs_the_plugin(site):
             text = rc.read_text() if rc.exists() else ""
             rc.write_text(installer.ini_set(text, "python", "enable_fbcnn_krita_driver", "true"))
 
-    profile = InstalledProfile(site.root)
+    profile = InstalledProfile(site.root, krita_host)
     assert profile.pykrita == site.pykrita
-    w = site.work
+    w = site.work / krita_host.id
+    w.mkdir()
     steps = [{"id": "probe", "op": "probe"},
              {"id": "open", "op": "open", "doc": "d", "path": str(site.jpeg)},
              {"id": "before", "op": "dump", "doc": "d", "node": "#0",
@@ -432,7 +452,7 @@ def test_rerun_upgrades_and_downloads_resume_and_refuse_a_bad_hash(site):
     rc = p.returncode
     assert rc == 1, out[-5000:]
     assert ("Self-check: passed" if site.has_model else "Self-check: FAILED") in out
-    assert os.access(site.gimp_plugin / "fbcnn_gimp.py", os.X_OK)
+    assert os.access(site.gimp_plugin() / "fbcnn_gimp.py", os.X_OK)
     manifest = json.loads((site.data / "fbcnn" / "install-manifest.json").read_text())
     assert manifest["kritarc"][str(site.config / "kritarc")]["previous"] is None
 

@@ -160,6 +160,8 @@ class KritaProfile:
         when the host is the chroot).
         """
         self.runs += 1
+        while (self.root / f"run{self.runs}").exists():  # another profile object's run
+            self.runs += 1
         run_dir = self.root / f"run{self.runs}"
         run_dir.mkdir()
         result_path = run_dir / "result.json"

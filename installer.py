@@ -124,6 +124,20 @@ def xdg_data_home() -> Path:
     return env_path("XDG_DATA_HOME", home() / ".local" / "share")
 
 
+def openvino_cache() -> Path:
+    """Where the worker keeps OpenVINO's converted and compiled models: the rules of
+    core.openvino_runtime.cache_dir() (a test holds the two together), repeated here
+    because the installer runs without the project's packages."""
+    if os.environ.get("FBCNN_CACHE_DIR"):
+        return Path(os.environ["FBCNN_CACHE_DIR"]).expanduser() / "openvino"
+    kind = os_kind()
+    if kind == "windows":
+        return localappdata() / "fbcnn" / "cache" / "openvino"
+    if kind == "macos":
+        return home() / "Library" / "Caches" / "fbcnn" / "openvino"
+    return env_path("XDG_CACHE_HOME", home() / ".cache") / "fbcnn" / "openvino"
+
+
 def appdata() -> Path:
     return env_path("APPDATA", home() / "AppData" / "Roaming")
 
@@ -1703,6 +1717,16 @@ def uninstall(args) -> int:
                 say(f"  would remove {p}")
             elif remove_path(p):
                 say(f"  removed {p}")
+    # The worker's own cache (the self-check and every editor run fill it): ours too.
+    cache = openvino_cache()
+    if cache.exists():
+        if args.dry_run:
+            say(f"  would remove {cache}")
+        elif remove_path(cache):
+            say(f"  removed {cache}")
+            for parent in (cache.parent, cache.parent.parent):
+                if parent.name in ("fbcnn", "cache") and parent.is_dir() and not any(parent.iterdir()):
+                    parent.rmdir()
     if args.dry_run:
         return 0
     manifest.path.unlink()

@@ -6,6 +6,7 @@ processed); 2 nothing could run (bad arguments, a model that is missing or inval
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import pathlib
 import sys
@@ -82,7 +83,13 @@ def parser() -> argparse.ArgumentParser:
 def _model_device(p):
     p.add_argument("--model", default="auto", metavar="NAME|PATH",
                    help=f"auto, {', '.join(weights.REGISTRY)}, or a path to an FBCNN .pth")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "gpu", "cuda", "mps"])
+    p.add_argument("--device", default="auto",
+                   choices=["auto", "cpu", "gpu", "cuda", "mps", "intel-gpu", "npu"],
+                   help="where the network runs; intel-gpu and npu through OpenVINO "
+                        "(untested on real hardware)")
+    p.add_argument("--runtime", default="auto", choices=["auto", "torch", "openvino"],
+                   help="what runs the network: auto is OpenVINO on the CPU where it is "
+                        "installed, torch on GPUs")
 
 
 def main(argv=None) -> int:
@@ -114,10 +121,10 @@ def check_model(model: str) -> None:
 MODEL_ERRORS = (weights.ModelMissing, weights.VerificationError, weights.InvalidModel)
 
 
-def _engine(device: str):
+def _engine(device: str, runtime: str = "auto"):
     from core.engine import Engine  # torch-heavy; `fbcnn models` and `--help` do not need it
     try:
-        return Engine(device=device)
+        return Engine(device=device, runtime=runtime)
     except ValueError as err:
         raise Fatal(_one_line(err)) from None
 
@@ -141,7 +148,7 @@ def cmd_restore(args) -> int:
     if args.out_dir is not None:
         args.out_dir.mkdir(parents=True, exist_ok=True)
     check_model(args.model)
-    engine = _engine(args.device)
+    engine = _engine(args.device, args.runtime)
     inputs = {p.resolve() for p in args.inputs}
     written: set = set()
     failed = 0
@@ -163,7 +170,8 @@ def cmd_restore(args) -> int:
             tqdm.write(f"fbcnn: {src}: {_one_line(err)}", file=sys.stderr)
             continue
         qf = f"QF {result.qf_used} ({result.qf_source})"
-        tqdm.write(f"{src} -> {dst}  {qf}, model {result.model} on {result.device}", file=sys.stdout)
+        tqdm.write(f"{src} -> {dst}  {qf}, model {result.model} on {result.device} "
+                   f"({result.runtime})", file=sys.stdout)
         for warning in result.warnings:
             tqdm.write(f"fbcnn: warning: {src}: {warning}", file=sys.stderr)
     bar.close()
@@ -192,7 +200,7 @@ def restore_one(engine, src: pathlib.Path, dst: pathlib.Path, args, bar):
 
 def cmd_estimate(args) -> int:
     check_model(args.model)
-    engine = _engine(args.device)
+    engine = _engine(args.device, args.runtime)
     failed = 0
     for src in args.inputs:
         try:
@@ -224,6 +232,15 @@ def _jsonable(v):
 
 # ---------------------------------------------------------------- models / download
 
+def runtime_note() -> str:
+    """Which runtime each device uses, without importing either (this command is quick)."""
+    if importlib.util.find_spec("openvino") is not None:
+        return ("Runtime: the CPU runs the network through OpenVINO, CUDA/ROCm/MPS through "
+                "torch (--runtime torch|openvino to choose).")
+    return ("Runtime: torch on every device; OpenVINO is not installed "
+            "(`pip install openvino` makes the CPU faster).")
+
+
 def cmd_models(args) -> int:
     rows = []
     for name, e in weights.REGISTRY.items():
@@ -237,6 +254,7 @@ def cmd_models(args) -> int:
         print(f"{name:<{width}}  {state:<{swidth}}  {path}")
     print(f"Downloads go to {weights.cache_dir()} (set FBCNN_MODEL_DIR to change it); "
           f"get an official model with `fbcnn download NAME`.")
+    print(runtime_note())
     return OK
 
 

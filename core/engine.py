@@ -7,23 +7,35 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 import math
 import platform
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 import numpy as np
-import torch
 
-from core import quality, tiling, weights
+from core import openvino_runtime, quality, tiling, weights
+from core.devices import (OPENVINO_DEVICES, RUNTIMES, available_devices,  # noqa: F401 - API
+                          bf16_native, cpu_has_bf16, low_precision, pick_device, pick_runtime)
+
+
+class _LazyTorch:
+    """torch, imported on first use: that takes seconds, and a dialog's first preview
+    (the QF from the file, the tiles through a cached OpenVINO model) never needs it."""
+
+    def __getattr__(self, name):
+        import torch as real
+        return getattr(real, name)
+
+
+torch = _LazyTorch()
 
 GRAY_MODELS = ("fbcnn_gray", "fbcnn_gray_double")
 QF_WINDOWS = 9
 QF_WINDOW_SIZE = 256
 OVERLAP = 64
 CPU_MEMORY_BUDGET = 1.0e9  # bytes of activations per tile; keeps a 24 MP run under 3 GB
-# bf16 on CPU is the default only where it was measured to cost <= 0.05 dB (bench/quality.py).
-CPU_BF16_DEFAULT = True
 # channels_last on the CPU: measured by bench/speed.py (see README, Performance).
 CPU_CHANNELS_LAST = True
 
@@ -50,84 +62,22 @@ class Result:
     model: str
     device: str
     warnings: list = field(default_factory=list)
-
-
-# ---------------------------------------------------------------- devices
-
-def available_devices() -> list[str]:
-    found = ["cpu"]
-    if torch.cuda.is_available():  # ROCm builds answer here too
-        found.insert(0, "cuda")
-    mps = getattr(torch.backends, "mps", None)
-    if mps is not None and mps.is_available():
-        found.insert(0, "mps")
-    return found
-
-
-def pick_device(requested: str = "auto", available: Optional[list] = None) -> tuple[str, list]:
-    """Resolve auto/gpu/cuda/mps/cpu to a present device, CUDA -> MPS -> CPU; warnings if downgraded."""
-    available = available_devices() if available is None else available
-    requested = (requested or "auto").lower()
-    order = {"auto": ["cuda", "mps", "cpu"], "gpu": ["cuda", "mps"], "cuda": ["cuda"], "rocm": ["cuda"],
-             "mps": ["mps"], "cpu": ["cpu"]}
-    if requested not in order:
-        raise ValueError(f"unknown device {requested!r}; use auto, gpu, cuda, mps or cpu")
-    for d in order[requested]:
-        if d in available:
-            return d, []
-    return "cpu", [f"no {requested.upper()} device is available here; running on the CPU instead"]
-
-
-def cpu_has_bf16() -> bool:
-    """Whether this CPU computes in bf16 natively, so that bf16 autocast pays off."""
-    return bf16_native(platform.machine(), _cpu_flags())
-
-
-def bf16_native(machine: str, flags: Optional[set]) -> bool:
-    """x86 needs AVX512-BF16 or AMX-BF16 in the CPU's flags (None: flags unknown).
-
-    oneDNN's own check also says yes on plain AVX512 (Skylake-X, Ice Lake, Tiger Lake),
-    where it emulates bf16: a compact-model training step took 3.6x as long there as in
-    fp32. Where the flags can't be read, fp32 is the safe guess on x86.
-    """
-    if machine.lower() in ("x86_64", "amd64", "i386", "i686", "x86"):
-        return bool(flags and flags & {"avx512_bf16", "amx_bf16"})
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
+    runtime: str = "torch"
 
 
 @functools.lru_cache(maxsize=None)
-def _cpu_flags() -> Optional[frozenset]:
-    """The CPU's feature flags from Linux's /proc/cpuinfo, or None elsewhere.
+def _say_openvino_is_missing() -> None:
+    """Once per process: why the CPU runs on torch."""
+    logging.getLogger(__name__).warning(
+        "OpenVINO is not installed here; the CPU runs the network through torch "
+        "(pip install openvino makes it faster)")
 
-    Read once: autocast asks for every tile, and the file is long on many-core machines.
-    """
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return frozenset(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return None
 
 
 def pick_dtype(device: str, precision: str = "auto") -> Optional[torch.dtype]:
     """The autocast dtype, or None for plain fp32."""
-    precision = (precision or "auto").lower()
-    if precision == "fp32":
-        return None
-    if precision == "bf16":
-        return torch.bfloat16
-    if precision == "fp16":
-        return torch.float16
-    if precision != "auto":
-        raise ValueError(f"unknown precision {precision!r}; use auto, fp32, bf16 or fp16")
-    if device in ("cuda", "mps"):
-        return torch.float16
-    return torch.bfloat16 if CPU_BF16_DEFAULT and cpu_has_bf16() else None
+    low = low_precision(device, precision)
+    return None if low is None else {"bf16": torch.bfloat16, "fp16": torch.float16}[low]
 
 
 def autocast(device: str, precision: str):
@@ -195,11 +145,18 @@ def pad_to_grid(a: np.ndarray, origin: tuple) -> tuple[np.ndarray, int, int]:
 # ---------------------------------------------------------------- engine
 
 class Engine:
-    def __init__(self, device: str = "auto", precision: str = "auto"):
+    def __init__(self, device: str = "auto", precision: str = "auto", runtime: str = "auto"):
         self.requested_device = device
         self.device, self._device_warnings = pick_device(device)
         self.precision = precision
+        self.runtime = pick_runtime(runtime, self.device)
+        # torch serves the QF head and the conversion; on an Intel accelerator it runs
+        # on the CPU beside it.
+        self.torch_device = "cpu" if self.device in OPENVINO_DEVICES else self.device
+        if self.device == "cpu" and self.runtime == "torch" and (runtime or "auto") == "auto":
+            _say_openvino_is_missing()
         self._models: dict = {}
+        self._compiled: dict = {}
 
     # models -------------------------------------------------------------
     def resolve_model(self, model: str, gray: bool) -> str:
@@ -219,6 +176,24 @@ class Engine:
                 m = m.to(memory_format=torch.channels_last)
             self._models[key] = m
         return self._models[key]
+
+    def _uses_openvino(self, device: str) -> bool:
+        return self.runtime == "openvino" and device in ("cpu", *OPENVINO_DEVICES)
+
+    def _compiled_net(self, name: str, device: str) -> openvino_runtime.CompiledNet:
+        """The model compiled by OpenVINO; from the cache (without torch) once converted."""
+        if (name, device) not in self._compiled:
+            self._compiled[name, device] = openvino_runtime.CompiledNet(
+                device=openvino_runtime.DEVICE_NAMES.get(device, "CPU"),
+                bf16=low_precision("cpu", self.precision) == "bf16",
+                key=weights.file_key(name), load=lambda: self._load(name, "cpu"))
+        return self._compiled[name, device]
+
+    def _config(self, name: str, device: str):
+        """The model's architecture, from whichever runtime runs it on `device`."""
+        if self._uses_openvino(device):
+            return self._compiled_net(name, device).config
+        return self._load(name, device).config
 
     # inference ----------------------------------------------------------
     def _forward(self, model, x: torch.Tensor, qf: float, device: str) -> torch.Tensor:
@@ -254,7 +229,7 @@ class Engine:
             return luma(out)
         return color + (out - luma(color))
 
-    def default_tile(self, model: torch.nn.Module, device: str) -> int:
+    def default_tile(self, config, device: str) -> int:
         """The largest grid-aligned tile whose activations fit the device's budget.
 
         Measured on the CPU: about 16 live full-resolution feature maps of width nc[0]
@@ -264,24 +239,28 @@ class Engine:
         if device == "cuda":
             free, _ = torch.cuda.mem_get_info()
             budget = 0.5 * free
-        element = 4 if pick_dtype(device, self.precision) is None else 2
-        side = int(math.sqrt(budget / (model.config.nc[0] * element * 16)))
+        element = 4 if low_precision(device, self.precision) is None else 2
+        side = int(math.sqrt(budget / (config.nc[0] * element * 16)))
         return int(min(2048, max(tiling.MIN_TILE, side // 64 * 64)))
 
     def _prepare(self, pixels: np.ndarray, model: str):
         color, alpha = split_pixels(pixels)
         name = self.resolve_model(model, color.shape[2] == 1)
-        net = self._load(name, self.device)
-        return color, alpha, name, net, self._model_input(color, net.config.in_nc)
+        in_nc = self._config(name, self.device).in_nc
+        return color, alpha, name, self._model_input(color, in_nc)
 
     def predict_qf(self, pixels: np.ndarray, *, model: str = "auto") -> int:
         """The network's own QF for the whole image (no file, no double-JPEG check)."""
-        _, _, _, net, image = self._prepare(pixels, model)
-        return self._predict_qf(net, image, self.device)
+        _, _, name, image = self._prepare(pixels, model)
+        return self._predict_qf(self._load(name, self.torch_device), image, self.torch_device)
 
-    def _estimate(self, pixels, net, image, source_path, jpeg_settings):
-        return quality.estimate_quality(pixels, source_path=source_path, jpeg_settings=jpeg_settings,
-                                        predict=lambda _p: self._predict_qf(net, image, self.device))
+    def _estimate(self, pixels, name, image, source_path, jpeg_settings):
+        # The QF head runs on torch, loaded only when the file and the double-JPEG
+        # check leave the QF open.
+        return quality.estimate_quality(
+            pixels, source_path=source_path, jpeg_settings=jpeg_settings,
+            predict=lambda _p: self._predict_qf(self._load(name, self.torch_device), image,
+                                                self.torch_device))
 
     def estimate(self, pixels: np.ndarray, *, model: str = "auto", source_path=None, jpeg_settings=None):
         # The model is loaded only if the file and the double-JPEG check leave the QF open.
@@ -296,14 +275,14 @@ class Engine:
             raise ValueError(f"QF must be an integer 1..100 or auto, not {qf!r}")
         if tile is not None and (int(tile) < tiling.MIN_TILE or int(tile) % 8):
             raise ValueError(f"tile must be a multiple of 8 and at least {tiling.MIN_TILE}")
-        color, alpha, name, net, image = self._prepare(pixels, model)
+        color, alpha, name, image = self._prepare(pixels, model)
         warns = list(self._device_warnings)
 
         if qf is None or qf == "auto":
             # The double-JPEG search assumes pixel [0, 0] sits on the last save's 8x8 grid.
             ox, oy = (int(v) for v in origin)
             on_grid = pixels[(-oy) % 8:, (-ox) % 8:] if min(pixels.shape[:2]) > 8 else pixels
-            est = self._estimate(on_grid, net, image, source_path, jpeg_settings)
+            est = self._estimate(on_grid, name, image, source_path, jpeg_settings)
             qf_used, qf_detected, source, details = est.qf, est.qf, est.source, dict(est.details)
         else:
             qf_used, qf_detected, source, details = int(qf), None, "manual", {}
@@ -316,20 +295,31 @@ class Engine:
             # Keep out-of-range float values (HDR, negative) as they were, changing only the correction.
             restored = color + (restored - np.clip(color, 0, 1))
         return Result(join_pixels(restored, alpha, pixels), qf_used, qf_detected, source, details,
-                      name, device, warns)
+                      name, device, warns,
+                      self.runtime if device in ("cpu", *OPENVINO_DEVICES) else "torch")
 
     def _run(self, name, image, qf_value, tile, progress, cancel, warns):
         """Tiled inference with the out-of-memory ladder: halve the tile to 128, then the CPU."""
         device = self.device
         while True:
-            net = self._load(name, device)
-            size = int(tile) if tile else self.default_tile(net, device)
-            overlap = min(OVERLAP, max(tiling.MIN_OVERLAP, size // 4 // 8 * 8))
+            if self._uses_openvino(device):
+                compiled = self._compiled_net(name, device)
+                config = compiled.config
 
-            def fn(a, net=net, device=device):
-                x = self._to_tensor(np.clip(a, 0, 1), device)
-                y = self._forward(net, x, qf_value, device)
-                return y[0].float().permute(1, 2, 0).cpu().numpy()
+                def fn(a, compiled=compiled):
+                    x = np.clip(a, 0, 1).transpose(2, 0, 1)[None]
+                    return compiled.restore(x, qf_value)[0].transpose(1, 2, 0)
+            else:
+                net = self._load(name, device)
+                config = net.config
+
+                def fn(a, net=net, device=device):
+                    x = self._to_tensor(np.clip(a, 0, 1), device)
+                    y = self._forward(net, x, qf_value, device)
+                    return y[0].float().permute(1, 2, 0).cpu().numpy()
+
+            size = int(tile) if tile else self.default_tile(config, device)
+            overlap = min(OVERLAP, max(tiling.MIN_OVERLAP, size // 4 // 8 * 8))
 
             try:
                 out = tiling.run_tiled(image, fn, size, overlap, progress, cancel)

@@ -84,8 +84,12 @@ def run_tiled(image: np.ndarray, fn: Callable[[np.ndarray], np.ndarray], tile: i
 
 
 def sample_windows(height: int, width: int, size: int, count: int) -> list[Tile]:
-    """Up to `count` grid-aligned windows spread evenly over the image (for QF prediction)."""
-    if height <= size and width <= size:
+    """Up to `count` grid-aligned windows spread evenly over the image (for QF prediction).
+
+    Never more pixels than the image: where `count` windows would add up to more
+    (they overlap on a small image), one window covers the whole image instead.
+    """
+    if height * width <= count * size * size:
         return [Tile(0, height, 0, width)]
     per_side = max(1, int(np.ceil(np.sqrt(count))))
     ys = np.linspace(0, max(0, height - size), per_side).astype(int) // GRID * GRID

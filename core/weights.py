@@ -20,9 +20,10 @@ from dataclasses import dataclass
 from http.client import HTTPException
 
 import numpy as np
-import torch
 
-from core.network import Config, FBCNN, build, config_from_state_dict
+# torch and the network are imported where weights are loaded: asking for a model's
+# state, path or file key must stay quick (the worker's first answers).
+from core.config import Config, config_from_state_dict
 
 COMPACT_CONFIG = Config(in_nc=3, out_nc=3, nc=(16, 32, 64, 128), nb=3, qf_nc=64, residual=True,
                         qf_experts=4)
@@ -354,6 +355,7 @@ def _unwrap(obj, source) -> dict:
             if isinstance(obj.get(key), dict):
                 obj = obj[key]
                 break
+    import torch
     if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise InvalidModel(f"{source} is not an FBCNN state dict (expected a dict of tensors)")
     # Weights saved from nn.DataParallel carry a "module." prefix on every key.
@@ -376,6 +378,7 @@ def resolve(path_or_name) -> tuple[pathlib.Path, str]:
 
 def load_state_dict(path_or_name) -> dict:
     """A verified, code-free state dict (torch.load with weights_only=True)."""
+    import torch
     path, label = resolve(path_or_name)
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
@@ -386,8 +389,18 @@ def load_state_dict(path_or_name) -> dict:
     return _unwrap(obj, label)
 
 
-def load_model(path_or_name) -> FBCNN:
+def file_key(path_or_name) -> str:
+    """The sha256 of a model's file, without reading its tensors: the registry's pin for
+    a verified registry model, else the file hashed (a few ms for the compact model)."""
+    path, _ = resolve(path_or_name)
+    if isinstance(path_or_name, str) and path_or_name in REGISTRY and entry(path_or_name).sha256:
+        return entry(path_or_name).sha256
+    return sha256_file(path)
+
+
+def load_model(path_or_name) -> "FBCNN":
     """Any FBCNN-family .pth (official, compact, a fine-tune): architecture read from shapes."""
+    from core.network import build
     sd = load_state_dict(path_or_name)
     label = path_or_name if isinstance(path_or_name, str) else str(path_or_name)
     try:

@@ -186,7 +186,7 @@ def opt_model(req):
 
 def resolve_device(name, warnings: list) -> str:
     """A present device for a request's `device` (auto|cpu|gpu|cuda|mps); the engine decides."""
-    from core.engine import pick_device
+    from core.devices import pick_device
     if name is not None and not isinstance(name, str):
         raise BadRequest(f"device must be a string, not {name!r}")
     device, warns = pick_device(name or "auto")
@@ -194,20 +194,34 @@ def resolve_device(name, warnings: list) -> str:
     return device
 
 
+def resolve_runtime(name) -> str:
+    """A request's `runtime` (auto|torch|openvino), checked; the engine resolves auto."""
+    from core.devices import RUNTIMES
+    if name is not None and name not in RUNTIMES:
+        raise BadRequest(f"runtime must be one of {', '.join(RUNTIMES)}, not {name!r}")
+    return name or "auto"
+
+
 class Engines:
-    """One Engine per device, made on first use and kept: the Engine caches models."""
+    """One Engine per (device, runtime), made on first use and kept: the Engine caches
+    models, and OpenVINO's compiled ones."""
 
     def __init__(self, precision="auto"):
         self.precision = precision
         self._engines = {}
 
-    def get(self, device: str):
-        if device not in self._engines:
+    def get(self, device: str, runtime: str = "auto"):
+        key = (device, runtime)
+        if key not in self._engines:
             from core.engine import Engine
             t = time.monotonic()
-            self._engines[device] = Engine(device, self.precision)
-            log.info("engine for %s ready in %.2f s", device, time.monotonic() - t)
-        return self._engines[device]
+            try:
+                self._engines[key] = Engine(device, self.precision, runtime)
+            except ValueError as err:  # e.g. openvino asked for on a GPU, or not installed
+                raise BadRequest(str(err)) from None
+            log.info("engine for %s (%s) ready in %.2f s", device, self._engines[key].runtime,
+                     time.monotonic() - t)
+        return self._engines[key]
 
 
 # ---------------------------------------------------------------- replies
@@ -394,7 +408,7 @@ class Server:
     # -- operations
 
     def op_hello(self, rid, req, payload):
-        import torch
+        from importlib.metadata import version
         from core import weights
         models = []
         for name, entry in getattr(weights, "REGISTRY", {}).items():
@@ -405,11 +419,14 @@ class Server:
                 state, path = f"error: {e}", ""
             models.append({"name": name, "state": state, "path": path,
                            "size": getattr(entry, "size", None)})
-        from core.engine import available_devices
+        from core.devices import available_devices, pick_runtime
         devices = available_devices()
+        # Which runtime each device uses by default, e.g. {"cpu": "openvino"}.
+        runtimes = {d: pick_runtime("auto", d) for d in devices}
         self.send({"id": rid, "type": "result", "version": VERSION,
-                   "python": platform.python_version(), "torch": torch.__version__,
+                   "python": platform.python_version(), "torch": version("torch"),
                    "devices": devices, "default_device": resolve_device("auto", []),
+                   "runtimes": runtimes,
                    "models": models, "default_model": "auto", "pid": os.getpid()})
 
     def _pixels(self, req, payload, with_mask=False):
@@ -436,7 +453,8 @@ class Server:
                     tile=opt_tile(req), source_path=opt_source_path(req),
                     jpeg_settings=opt_jpeg_settings(req))
         warnings = []
-        engine = self.engines.get(resolve_device(req.get("device"), warnings))
+        engine = self.engines.get(resolve_device(req.get("device"), warnings),
+                                  resolve_runtime(req.get("runtime")))
         canon = to_canonical(fmt, data)
         orig = canon.copy() if mask is not None else None  # the engine may work in place
         t = time.monotonic()
@@ -456,7 +474,8 @@ class Server:
         header = jsonable({"id": rid, "type": "result", **fmt, "qf_used": res.qf_used,
                            "qf_detected": res.qf_detected, "qf_source": res.qf_source,
                            "details": res.details or {}, "model": res.model,
-                           "device": res.device, "warnings": warnings + list(res.warnings or []),
+                           "device": res.device, "runtime": res.runtime,
+                           "warnings": warnings + list(res.warnings or []),
                            "seconds": round(seconds, 4)})
         self.send(header, memoryview(out).cast("B"))
 

@@ -7,8 +7,9 @@ import pytest
 import torch
 from PIL import Image
 
-from core import engine, tiling, weights
+from core import devices, engine, tiling, weights
 from core.engine import Engine
+from tests.conftest import runtimes
 
 
 def blocky(h=200, w=232, qf=15, seed=0, gray=False):
@@ -30,9 +31,10 @@ def model_path(random_model_path):
     return "compact" if weights.status("compact") == "bundled" else random_model_path
 
 
-@pytest.fixture(scope="module")
-def eng():
-    return Engine("cpu", "fp32")
+@pytest.fixture(scope="module", params=runtimes())
+def eng(request):
+    """An fp32 CPU engine on each runtime: every test that takes it runs on both."""
+    return Engine("cpu", "fp32", runtime=request.param)
 
 
 def psnr(a, b, peak=1.0):
@@ -57,6 +59,16 @@ def test_spans_are_even_so_no_sliver_tile_is_recomputed():
     for length, tile in ((6000, 640), (4000, 640), (2049, 512)):
         sizes = [b - a for a, b in tiling.spans(length, tile, 64)]
         assert max(sizes) - min(sizes) <= 64, sizes
+
+
+def test_qf_windows_never_add_up_to_more_than_the_image():
+    for h, w in ((512, 512), (700, 900), (200, 5000), (1024, 1024), (4000, 6000), (256, 256)):
+        wins = tiling.sample_windows(h, w, 256, 9)
+        area = sum((t.y1 - t.y0) * (t.x1 - t.x0) for t in wins)
+        assert area <= h * w, (h, w, area)
+        assert all(t.y0 % 8 == 0 and t.x0 % 8 == 0 and t.y1 <= h and t.x1 <= w for t in wins)
+    assert len(tiling.sample_windows(512, 512, 256, 9)) == 1          # one pass
+    assert len(tiling.sample_windows(4000, 6000, 256, 9)) == 9        # spread windows
 
 
 def test_tiled_output_matches_whole_image(eng, model_path):
@@ -162,7 +174,7 @@ def test_bf16_only_where_the_cpu_computes_it_natively():
     assert engine.bf16_native("x86_64", {"avx2", "avx512f", "avx512_bf16"})
     assert engine.bf16_native("AMD64", {"amx_bf16", "amx_tile"})
     assert not engine.bf16_native("x86_64", None)
-    flags = engine._cpu_flags()
+    flags = devices._cpu_flags()
     if flags is not None:  # Linux: the real answer follows this CPU's own flags
         assert engine.cpu_has_bf16() == bool(flags & {"avx512_bf16", "amx_bf16"})
         assert (engine.pick_dtype("cpu") == torch.bfloat16) == engine.cpu_has_bf16()
@@ -185,7 +197,8 @@ class OOMAbove(torch.nn.Module):
 
 
 def test_out_of_memory_halves_tile_then_falls_back_to_cpu(model_path):
-    eng = Engine("cpu", "fp32")
+    # The ladder is torch's: OpenVINO on the CPU has no device memory to run out of.
+    eng = Engine("cpu", "fp32", runtime="torch")
     real = eng._load(model_path, "cpu")
     img = blocky(300, 300)
     eng._models[(model_path, "cpu")] = OOMAbove(real, 150)
@@ -194,7 +207,7 @@ def test_out_of_memory_halves_tile_then_falls_back_to_cpu(model_path):
     assert res.device == "cpu"
 
     # A pretend GPU that is always out of memory: the ladder ends on the CPU with a warning.
-    eng = Engine("cpu", "fp32")
+    eng = Engine("cpu", "fp32", runtime="torch")
     eng.device = "cuda"
     eng._models[(model_path, "cuda")] = OOMAbove(real, 0)
     eng._models[(model_path, "cpu")] = real
@@ -232,3 +245,95 @@ def test_engine_conditions_the_decoder_on_the_calibrated_qf(eng, monkeypatch):
     assert res.qf_used == 10  # what the user sees stays the JPEG quality
     assert np.array_equal(res.pixels, eng.restore(img, model=path, qf=16).pixels)
     assert not np.array_equal(res.pixels, eng.restore(img, model=path, qf=10).pixels)
+
+
+# ---------------------------------------------------------------- runtimes
+
+def test_runtime_choice():
+    assert engine.pick_runtime("auto", "cpu", openvino_installed=True) == "openvino"
+    assert engine.pick_runtime("auto", "cpu", openvino_installed=False) == "torch"
+    assert engine.pick_runtime("auto", "cuda", openvino_installed=True) == "torch"
+    assert engine.pick_runtime("auto", "mps", openvino_installed=True) == "torch"
+    assert engine.pick_runtime("torch", "cpu", openvino_installed=True) == "torch"
+    with pytest.raises(ValueError, match="not installed"):
+        engine.pick_runtime("openvino", "cpu", openvino_installed=False)
+    with pytest.raises(ValueError, match="runs on the CPU"):
+        engine.pick_runtime("openvino", "cuda", openvino_installed=True)
+    with pytest.raises(ValueError, match="unknown runtime"):
+        engine.pick_runtime("onnx", "cpu", openvino_installed=True)
+
+
+def test_intel_accelerators_are_named_from_openvinos_device_list():
+    from core import openvino_runtime as ovr
+    assert ovr.accelerators(["CPU"]) == []
+    assert ovr.accelerators(["CPU", "GPU.0", "GPU.1", "NPU"]) == ["intel-gpu", "npu"]
+    assert ovr.accelerators(["CPU", "GPU"]) == ["intel-gpu"]
+
+    def broken():
+        raise RuntimeError("driver crashed")
+    assert ovr.ov_devices(broken) == []          # a broken driver hides only itself
+    assert ovr.ov_devices(lambda: ["CPU", "NPU"]) == ["CPU", "NPU"]
+
+
+needs_openvino = pytest.mark.skipif("openvino" not in runtimes(),
+                                    reason="OpenVINO is not installed (pip install openvino)")
+
+
+@needs_openvino
+def test_openvino_equals_torch_fp32_through_the_engine(model_path):
+    """The same tiles, QF and blending: only each tile's forward pass differs."""
+    img = blocky(300, 340).astype(np.float32) / 255
+    a = Engine("cpu", "fp32", runtime="torch").restore(img, model=model_path, qf=20, tile=128)
+    b = Engine("cpu", "fp32", runtime="openvino").restore(img, model=model_path, qf=20, tile=128)
+    assert (a.runtime, b.runtime) == ("torch", "openvino")
+    assert np.abs(a.pixels - b.pixels).max() <= 1e-4
+
+
+@needs_openvino
+def test_openvino_converts_once_per_weights_and_serves_every_qf_and_size(model_path, tmp_path):
+    from core import openvino_runtime as ovr
+    net = weights.load_model(model_path)
+    first = ovr.CompiledNet(net, cache=tmp_path)
+    again = ovr.CompiledNet(net, cache=tmp_path)
+    assert first.converted and not again.converted and first.path == again.path
+    assert [p.suffix for p in sorted(tmp_path.glob("fbcnn-*"))] == [".bin", ".json", ".xml"]
+    x = np.random.default_rng(0).random((1, 3, 45, 70), np.float32)
+    for qf in (0.9, 0.3):                 # the slider: one compiled model, any QF
+        with torch.inference_mode():
+            ref = net.restore(torch.from_numpy(x), torch.full((1, 1), qf)).numpy()
+        assert np.abs(again.restore(x, qf) - ref).max() <= 1e-4
+    changed = weights.load_model(model_path)
+    with torch.no_grad():
+        changed.m_tail.bias += 0.01       # other weights: another conversion
+    assert ovr.model_key(changed) != ovr.model_key(net)
+
+
+def test_intel_accelerators_are_offered_and_chosen_only_when_present():
+    listed = engine.available_devices(lambda: ["CPU", "GPU.0", "NPU"])
+    assert listed[-2:] == ["intel-gpu", "npu"] and "cpu" in listed
+    assert engine.available_devices(lambda: ["CPU"])[-1] == "cpu"
+    assert engine.pick_device("intel-gpu", listed) == ("intel-gpu", [])
+    assert engine.pick_device("npu", listed) == ("npu", [])
+    assert engine.pick_device("auto", ["cpu", "intel-gpu"]) == ("cpu", [])   # only when asked
+    assert engine.pick_device("gpu", ["cpu", "intel-gpu"]) == ("intel-gpu", [])
+    device, warns = engine.pick_device("npu", ["cpu"])                       # absent: the CPU
+    assert device == "cpu" and "NPU" in warns[0]
+    assert engine.pick_runtime("auto", "npu", openvino_installed=True) == "openvino"
+    with pytest.raises(ValueError, match="OpenVINO only"):
+        engine.pick_runtime("torch", "intel-gpu", openvino_installed=True)
+
+
+@needs_openvino
+def test_an_intel_accelerator_runs_the_same_tiles(model_path, monkeypatch):
+    """Without the hardware: "intel-gpu" is pointed at OpenVINO's CPU device, so the
+    whole accelerator path (torch on the CPU for the QF, OpenVINO for the tiles) runs."""
+    from core import openvino_runtime as ovr
+    monkeypatch.setitem(ovr.DEVICE_NAMES, "intel-gpu", "CPU")
+    monkeypatch.setattr(devices, "available_devices", lambda ov_lister=None: ["cpu", "intel-gpu"])
+    img = blocky(120, 136)
+    eng = Engine("intel-gpu", "fp32")
+    assert (eng.device, eng.runtime, eng.torch_device) == ("intel-gpu", "openvino", "cpu")
+    res = eng.restore(img, model=model_path, qf=None)
+    ref = Engine("cpu", "fp32", runtime="torch").restore(img, model=model_path, qf=res.qf_used)
+    assert (res.device, res.runtime) == ("intel-gpu", "openvino")
+    assert np.abs(res.pixels.astype(int) - ref.pixels).max() <= 1

@@ -1021,3 +1021,24 @@ def test_torch_install_command_per_choice(monkeypatch):
     mps = installer.choose_torch("auto", None, "py", FakeProbes(machine="arm64"))
     cmd = [str(c) for c in installer.torch_install_cmd(vpy, mps, replacing=False)]
     assert "--index-url" not in cmd and "--force-reinstall" not in cmd
+
+
+@pytest.mark.parametrize("kind,platform", [("linux", "linux"), ("windows", "win32"),
+                                           ("macos", "darwin")])
+def test_installer_and_worker_agree_on_the_openvino_cache(monkeypatch, tmp_path, kind, platform):
+    """Uninstall removes the worker's cache: both must name the same folder."""
+    from core import openvino_runtime
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("LOCALAPPDATA", str(tmp_path / "local"))
+    monkeypatch.delenv("FBCNN_CACHE_DIR", raising=False)
+    monkeypatch.setattr(installer, "os_kind", lambda: kind)
+    monkeypatch.setattr(openvino_runtime.sys, "platform", platform)
+    for xdg in (str(tmp_path / "xdg-cache"), "relative/ignored", None):
+        if xdg is None:
+            monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+        else:
+            monkeypatch.setenv("XDG_CACHE_HOME", xdg)
+        monkeypatch.setattr(openvino_runtime.pathlib.Path, "home", lambda: tmp_path)
+        assert installer.openvino_cache() == openvino_runtime.cache_dir(), (kind, xdg)
+    monkeypatch.setenv("FBCNN_CACHE_DIR", str(tmp_path / "mine"))
+    assert installer.openvino_cache() == openvino_runtime.cache_dir() == tmp_path / "mine" / "openvino"

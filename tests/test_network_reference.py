@@ -104,3 +104,25 @@ def test_qf_experts_start_as_the_identity_and_mix_per_image():
         assert torch.allclose(low, experts.restore(x[:1], q[:1]), atol=0.1)
     # Only the once-per-call weight mixing is added (0.1% here, at 64 x 64).
     assert flops_per_pixel(cfg, 64) == pytest.approx(flops_per_pixel(plain_cfg, 64), rel=1e-2)
+
+
+@pytest.mark.parametrize("spec", list(SPECS))
+@pytest.mark.parametrize("cfg", ["color", "gray"])
+def test_openvino_reproduces_reference_outputs(manifest, spec, cfg, tmp_path):
+    """The OpenVINO runtime's conversion of the official-size network, at fp32."""
+    ovr = pytest.importorskip("core.openvino_runtime")
+    if not ovr.installed():
+        pytest.skip("OpenVINO is not installed (pip install openvino)")
+    fill, S, sub, rtol = SPECS[spec]
+    ref = shared_path("reference", "fbcnn")
+    n = manifest["configs"][cfg]["in_nc"]
+    model = FBCNN(in_nc=n, out_nc=n).eval()
+    model.load_state_dict({k: torch.from_numpy(fill(k, tuple(v.shape), S))
+                           for k, v in model.state_dict().items()}, strict=True)
+    x = np.load(ref / f"{cfg}_input.npy")
+    out = ovr.CompiledNet(model, cache=tmp_path).restore(x, 0.7)
+    with torch.inference_mode():
+        ours = model.restore(torch.from_numpy(x), torch.tensor([[0.7]])).numpy()
+    ref_img = np.load(ref / f"{sub}{cfg}_qfinput0p70_QF30_image.npy")
+    assert np.abs(out - ours).max() <= 1e-4 * max(1.0, np.abs(ref_img).max()), (spec, cfg)
+    assert np.abs(out - ref_img).max() <= rtol * np.abs(ref_img).max(), (spec, cfg)

@@ -577,6 +577,9 @@ def test_dialog_shows_detected_qf_and_preview(gui_run):
     assert "auto" in offered and "color" not in offered, offered  # none downloaded
     if TRAINED.is_file():
         assert "compact" in offered, offered
+    # No Intel GPU or NPU here: those choices are greyed out.
+    devices = [l for l in log.splitlines() if "devices offered" in l][0]
+    assert devices.endswith("devices offered: auto, gpu, cpu"), devices
     shot_time = float((gui_run.dir / "shot_time").read_text())
     lines = {}
     for line in log.splitlines():

@@ -36,6 +36,15 @@ MODELS = [
     ("gray", "fbcnn_gray", "FBCNN gray (download)"),
     ("gray-double", "fbcnn_gray_double", "FBCNN gray, re-saved JPEGs (download)"),
 ]
+# (dialog nick = worker device name, label); Intel accelerators are reached
+# through OpenVINO, offered only where the worker lists them.
+DEVICES = [
+    ("auto", "Automatic"),
+    ("gpu", "GPU"),
+    ("cpu", "CPU"),
+    ("intel-gpu", "Intel GPU (OpenVINO)"),
+    ("npu", "Intel NPU (OpenVINO)"),
+]
 SOURCE_TEXT = {
     "file": "file quantization tables",
     "double-jpeg": "re-saved JPEG detected",
@@ -640,7 +649,7 @@ def run_dialog(procedure, config, session):
     """Show the dialog; True when the user pressed OK."""
     GimpUi.init("fbcnn_gimp")
     dialog = GimpUi.ProcedureDialog.new(procedure, config, TITLE)
-    limit_models(session, config)
+    limit_choices(session, config)
     slider = dialog.get_spin_scale("qf", 1.0)     # a slider rather than a bare spin button
     # Combo boxes in every GIMP: 3.2 would draw the short choices as radio frames,
     # whose titles carry no mnemonic (GIMP warns), and 3.0 draws combos anyway.
@@ -689,17 +698,25 @@ def run_dialog(procedure, config, session):
         dialog.destroy()
 
 
-def limit_models(session, config):
-    """Only installed models can be picked: the others are greyed out."""
-    states = dict((m["name"], m.get("state")) for m in session.hello().get("models", []))
-    choice = Gimp.param_spec_choice_get_choice(config.find_property("model"))
-    offered = []
-    for nick, name, _label in MODELS:
-        usable = name == "auto" or states.get(name) in ("bundled", "downloaded")
-        choice.set_sensitive(nick, usable)
-        if usable:
-            offered.append(nick)
-    log("dialog: models offered: %s" % ", ".join(offered))
+def limit_choices(session, config):
+    """Only installed models and present devices can be picked: the others are greyed out."""
+    hello = session.hello()
+    states = dict((m["name"], m.get("state")) for m in hello.get("models", []))
+    devices = set(hello.get("devices", []))
+    offered = {"model": [], "device": []}
+    for prop, items, usable in (
+            ("model", [(nick, name) for nick, name, _ in MODELS],
+             lambda name: name == "auto" or states.get(name) in ("bundled", "downloaded")),
+            # "gpu" means any GPU the worker has; intel-gpu and npu only when listed.
+            ("device", [(nick, nick) for nick, _ in DEVICES],
+             lambda name: name not in ("intel-gpu", "npu") or name in devices)):
+        choice = Gimp.param_spec_choice_get_choice(config.find_property(prop))
+        for nick, name in items:
+            choice.set_sensitive(nick, usable(name))
+            if usable(name):
+                offered[prop].append(nick)
+    log("dialog: models offered: %s" % ", ".join(offered["model"]))
+    log("dialog: devices offered: %s" % ", ".join(offered["device"]))
 
 
 def check_model_installed(session):
@@ -755,8 +772,7 @@ class FbcnnPlugIn(Gimp.PlugIn):
                                               ("new-layer", "New layer above")]),
                                       "replace", flags)
         procedure.add_choice_argument("device", "_Device", "Where the network runs",
-                                      choice([("auto", "Automatic"), ("gpu", "GPU"),
-                                              ("cpu", "CPU")]), "auto", flags)
+                                      choice(DEVICES), "auto", flags)
         procedure.add_string_argument("model-file", "Model file",
                                       "A .pth file to use instead of 'model' (scripts)",
                                       "", flags)

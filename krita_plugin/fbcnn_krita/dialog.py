@@ -26,7 +26,8 @@ MODEL_LABELS = {"auto": "Automatic", "compact": "Compact (bundled)",
                 "fbcnn_color": "FBCNN color (official)", "fbcnn_gray": "FBCNN gray (official)",
                 "fbcnn_gray_double": "FBCNN gray, re-saved JPEGs (official)"}
 DEVICE_LABELS = {"auto": "Automatic", "cpu": "CPU", "cuda": "GPU (CUDA/ROCm)",
-                 "mps": "GPU (Apple)", "gpu": "GPU"}
+                 "mps": "GPU (Apple)", "gpu": "GPU", "intel-gpu": "Intel GPU (OpenVINO)",
+                 "npu": "Intel NPU (OpenVINO)"}
 
 
 def reported(slot):

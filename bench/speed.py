@@ -1,11 +1,14 @@
 """Speed and memory of the engine on this machine.
 
-    python -m bench.speed [--size 512] [--skip-24mp]
+    python -m bench.speed [--size 512] [--skip-24mp] [--rounds 5]
 
 A: the official-style baseline (whole image, fp32, one forward) and B: our engine at
 default settings, on the same image and the same deterministic full-size official
 weights, in one process. Then a 24 MP image through B (time extrapolated from the
-first tiles), and the bundled compact model through the engine.
+first tiles), the bundled compact model through the engine on each runtime (torch
+and OpenVINO side by side, interleaved rounds, with the load average they ran
+under), the fraction of this CPU's measured 3x3-convolution rate the engine
+reaches, and OpenVINO's first (conversion) and warm start.
 """
 from __future__ import annotations
 
@@ -51,16 +54,61 @@ def run_a(model, img):
         return time.perf_counter() - t
 
 
-def run_b(eng, path, img, **kw):
+def run_b(eng, path, img, qf=30, **kw):
     t = time.perf_counter()
-    eng.restore(img, model=path, qf=30, **kw)
+    eng.restore(img, model=path, qf=qf, **kw)
     return time.perf_counter() - t
+
+
+def conv_peak_gflops(channels=64, side=256, repeats=5) -> float:
+    """This CPU's rate for a plain 3x3 convolution at `channels`, in GFLOP/s, at the
+    engine's default precision: the roof that the network's convolutions run against."""
+    conv = torch.nn.Conv2d(channels, channels, 3, padding=1).eval()
+    x = torch.rand(1, channels, side, side).contiguous(memory_format=torch.channels_last)
+    conv = conv.to(memory_format=torch.channels_last)
+    with torch.inference_mode(), engine_mod.autocast("cpu", "auto"):
+        conv(x)
+        t = time.perf_counter()
+        for _ in range(repeats):
+            conv(x)
+        seconds = (time.perf_counter() - t) / repeats
+    return 2 * 9 * channels * channels * side * side / seconds / 1e9
+
+
+def runtimes_side_by_side(compact, img, rounds, precision="auto"):
+    """s/MP of the compact model on each runtime, medians of interleaved rounds."""
+    from core import openvino_runtime
+    names = ["torch"] + (["openvino"] if openvino_runtime.installed() else [])
+    engines = {n: Engine("cpu", precision, runtime=n) for n in names}
+    for e in engines.values():
+        run_b(e, compact, img[:64, :64])  # load (and convert) outside the timing
+    times = {n: [] for n in names}
+    for _ in range(rounds):
+        for n, e in engines.items():
+            times[n].append(run_b(e, compact, img))
+    mp = img.shape[0] * img.shape[1] / 1e6
+    return {n: float(np.median(v)) / mp for n, v in times.items()}
+
+
+def openvino_start(compact) -> tuple:
+    """(first start with conversion, warm start from the cache), seconds to a compiled
+    model, each in a fresh process as the worker would meet them."""
+    import subprocess
+    import sys
+    cache = tempfile.mkdtemp()
+    code = ("import time; t=time.perf_counter(); from core import weights, openvino_runtime as o; "
+            f"o.CompiledNet(weights.load_model({compact!r})); print(time.perf_counter()-t)")
+    env = dict(os.environ, FBCNN_CACHE_DIR=cache)
+    out = [float(subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                                text=True, check=True).stdout.split()[-1]) for _ in range(2)]
+    return out[0], out[1]
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser()
     ap.add_argument("--size", type=int, default=512)
     ap.add_argument("--skip-24mp", action="store_true")
+    ap.add_argument("--rounds", type=int, default=5, help="interleaved rounds per runtime")
     a = ap.parse_args(argv)
     torch.set_num_threads(os.cpu_count() or 1)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU bf16: {engine_mod.cpu_has_bf16()}, "
@@ -89,6 +137,9 @@ def main(argv=None):
     print(f"  A baseline (whole image, fp32, one forward): {ta / mp:7.1f} s/MP, peak RSS {pa:6.0f} MB")
     print(f"  B engine (defaults):                         {tb / mp:7.1f} s/MP, peak RSS {pb:6.0f} MB")
     print(f"  B is {ta / tb:.2f}x faster than A")
+    tc = run_b(eng, full_path, img, qf="auto")  # no file: double-JPEG check, then the network
+    print(f"  B with auto QF from the pixels:              {tc / mp:7.1f} s/MP ({ta / tc:.2f}x A; "
+          f"the QF costs {100 * (tc - tb) / tb:.0f}% of the restore)")
 
     if not a.skip_24mp:
         big = test_image(4000, 6000, seed=1)
@@ -112,9 +163,25 @@ def main(argv=None):
         torch.save(build(COMPACT_CONFIG).state_dict(), compact)
         print("\n(bundled compact model absent: timing a randomly initialised one of the same shape)")
     img2 = test_image(1024, 1024, seed=2)
-    run_b(eng, compact, img2[:64, :64])
-    t2 = min(run_b(eng, compact, img2) for _ in range(2))
-    print(f"\ncompact model through the engine, 1024x1024: {t2 / 1.048576:.2f} s/MP (bar 3 s/MP)")
+    load = os.getloadavg()[0]
+    side = runtimes_side_by_side(compact, img2, a.rounds)
+    print(f"\ncompact model through the engine, 1024x1024, default precision, medians of "
+          f"{a.rounds} interleaved rounds (load average {load:.1f} -> {os.getloadavg()[0]:.1f}):")
+    for name, spmp in side.items():
+        print(f"  {name:<9} {spmp:5.2f} s/MP (bar 3 s/MP)")
+    if "openvino" in side:
+        print(f"  OpenVINO is {side['torch'] / side['openvino']:.2f}x torch (target >= 1.5x on AVX2)")
+        fp32 = runtimes_side_by_side(compact, img2, a.rounds, "fp32")
+        print(f"  at fp32: torch {fp32['torch']:.2f}, OpenVINO {fp32['openvino']:.2f} s/MP "
+              f"({fp32['torch'] / fp32['openvino']:.2f}x)")
+        first, warm = openvino_start(compact)
+        print(f"  OpenVINO start: first {first:.1f} s (converts and compiles), warm {warm:.1f} s "
+              "(from the cache)")
+    peak = conv_peak_gflops()
+    best = min(side.values())
+    useful = f_compact * 1024 * 1024 / best / 1e9
+    print(f"  useful work {useful:.0f} GFLOP/s = {100 * useful / peak:.0f}% of this CPU's "
+          f"3x3-conv rate at 64 channels ({peak:.0f} GFLOP/s, torch, default precision)")
 
     print("\nlevers on the compact model, 1024x1024 (s/MP):")
     # Emulated bf16 (no AVX512-BF16/AMX) ran 24x slower than fp32 on an AVX2 EPYC: not worth timing.

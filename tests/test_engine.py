@@ -337,3 +337,23 @@ def test_an_intel_accelerator_runs_the_same_tiles(model_path, monkeypatch):
     ref = Engine("cpu", "fp32", runtime="torch").restore(img, model=model_path, qf=res.qf_used)
     assert (res.device, res.runtime) == ("intel-gpu", "openvino")
     assert np.abs(res.pixels.astype(int) - ref.pixels).max() <= 1
+
+
+def test_torch_on_the_cpu_keeps_freed_buffers_and_openvino_does_not(monkeypatch):
+    calls = []
+    monkeypatch.setattr(engine, "keep_freed_buffers", lambda: calls.append(1))
+    monkeypatch.delenv("FBCNN_KEEP_FREED", raising=False)
+    Engine("cpu", runtime="torch")
+    assert calls == [1]
+    if "openvino" in runtimes():
+        Engine("cpu", runtime="openvino")
+        assert calls == [1]
+    monkeypatch.setenv("FBCNN_KEEP_FREED", "0")
+    Engine("cpu", runtime="torch")
+    assert calls == [1]
+
+
+def test_keep_freed_buffers_raises_glibcs_thresholds():
+    import platform
+    engine.keep_freed_buffers.cache_clear()
+    assert engine.keep_freed_buffers() == (platform.libc_ver()[0] == "glibc")

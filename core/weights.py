@@ -79,7 +79,7 @@ class ModelMissing(Exception):
 
 
 class VerificationError(Exception):
-    """A model file does not have the expected size or sha256 (it has been deleted if it was ours)."""
+    """A model file does not have the expected size or sha256 (it has been moved aside)."""
 
 
 class InvalidModel(ValueError):
@@ -212,7 +212,8 @@ def _check(path: pathlib.Path, e: ModelEntry) -> str | None:
 
 
 def verify(name: str) -> pathlib.Path:
-    """The model's path after checking it; a bad downloaded file is deleted."""
+    """The model's path after checking it. A file that fails is moved aside to
+    NAME.rejected, never deleted: it may be a 288 MB copy a user placed by hand."""
     e = entry(name)
     path = model_path(name)
     if not path.is_file():
@@ -221,10 +222,12 @@ def verify(name: str) -> pathlib.Path:
     if problem:
         if e.bundled:
             raise VerificationError(f"bundled model {path} is corrupt ({problem}); reinstall the package")
-        path.unlink(missing_ok=True)
+        rejected = path.with_name(path.name + ".rejected")
+        os.replace(path, rejected)
         _forget(path)
-        raise VerificationError(f"{path} failed verification ({problem}) and was deleted. "
-                                + _missing_message(e))
+        raise VerificationError(f"{path} failed verification ({problem}). It was moved aside to "
+                                f"{rejected}, not deleted: if it is the right model, compare it "
+                                "with the download; else delete it. " + _missing_message(e))
     return path
 
 
@@ -376,6 +379,22 @@ def resolve(path_or_name) -> tuple[pathlib.Path, str]:
     return path, str(path)
 
 
+def _refusal(label: str, err: Exception) -> str:
+    """Why a file was not loaded, in our words. torch's own text for a file with code
+    in it ends in advice to load it with weights_only=False, which would run that code:
+    it is never shown."""
+    text = str(err).strip()
+    if "Unsupported global" in text:
+        return (f"{label} was not loaded: besides tensors it holds Python objects, and "
+                "unpickling them could run code hidden in the file (refused by safe loading). "
+                "Use a weights file that holds only tensors, e.g. one written by "
+                "torch.save(model.state_dict(), path).")
+    # torch's reason, without the advice around it.
+    reason = text.split("WeightsUnpickler error:", 1)[-1].strip()
+    first = reason.splitlines()[0] if reason else type(err).__name__
+    return f"{label} is not a loadable weights file (refused by safe loading: {first[:200]})"
+
+
 def load_state_dict(path_or_name) -> dict:
     """A verified, code-free state dict (torch.load with weights_only=True)."""
     import torch
@@ -383,9 +402,7 @@ def load_state_dict(path_or_name) -> dict:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises UnpicklingError, RuntimeError, EOFError... for bad files
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise InvalidModel(f"{label} is not a loadable weights file (refused by safe loading: "
-                           f"{first[:200]})") from None
+        raise InvalidModel(_refusal(label, err)) from None
     return _unwrap(obj, label)
 
 

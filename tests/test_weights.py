@@ -229,9 +229,13 @@ def test_pickle_that_runs_code_is_refused(tmp_path):
     marker = tmp_path / "pwned"
     path = tmp_path / "evil.pth"
     torch.save({"m_head.weight": torch.zeros(1), "x": _Evil(str(marker))}, path)
-    with pytest.raises(InvalidModel, match="safe loading"):
+    with pytest.raises(InvalidModel, match="safe loading") as info:
         weights.load_model(path)
     assert not marker.exists()
+    # Said plainly, whole, and without torch's advice to switch the protection off.
+    message = str(info.value)
+    assert "could run code" in message and "was not loaded" in message
+    assert "weights_only" not in message and "Re-running" not in message
     # The payload is real: an unsafe load would have created the marker.
     torch.load(path, weights_only=False)
     assert marker.exists()
@@ -253,8 +257,9 @@ def test_non_fbcnn_files_are_refused(tmp_path):
         weights.load_model(other)
     junk = tmp_path / "junk.pth"
     junk.write_bytes(b"not a pickle at all")
-    with pytest.raises(InvalidModel, match="not a loadable"):
+    with pytest.raises(InvalidModel, match="not a loadable") as info:
         weights.load_model(junk)
+    assert "weights_only" not in str(info.value) and "Re-running" not in str(info.value)
     with pytest.raises(InvalidModel, match="does not exist"):
         weights.load_model(tmp_path / "absent.pth")
     with pytest.raises(ValueError, match="unknown model"):
@@ -301,14 +306,18 @@ def test_verification_is_cached_and_tampering_detected(server, cache, monkeypatc
     weights.load_state_dict("tiny")
     weights.load_state_dict("tiny")
     assert calls == []
-    # Same size, other bytes, new mtime: hashed again, refused and deleted.
+    # Same size, other bytes, new mtime: hashed again, refused and moved aside (a file
+    # we didn't download, e.g. one copied by hand, is never deleted).
     tampered = bytearray(data)
     tampered[-100] ^= 0xFF
     path.write_bytes(bytes(tampered))
-    assert weights.status("tiny") == "corrupt" and path.exists()  # status never deletes
-    with pytest.raises(VerificationError, match="deleted"):
+    assert weights.status("tiny") == "corrupt" and path.exists()  # status never moves
+    with pytest.raises(VerificationError, match="moved aside") as info:
         weights.load_model("tiny")
-    assert not path.exists() and calls
+    rejected = path.with_name("tiny.pth.rejected")
+    assert str(rejected) in str(info.value) and "not deleted" in str(info.value)
+    assert not path.exists() and rejected.read_bytes() == bytes(tampered) and calls
+    assert weights.status("tiny") == "missing"
 
 
 def test_bundled_model_missing_or_present(tmp_path, monkeypatch):

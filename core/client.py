@@ -15,6 +15,7 @@ import json
 import os
 import pathlib
 import queue
+import signal
 import struct
 import subprocess
 import sys
@@ -31,6 +32,9 @@ PROTOCOL = "protocol"
 DTYPES = {"u8": 1, "u16": 2, "f16": 2, "f32": 4}
 ORDERS = ("RGB", "RGBA", "BGRA", "Y", "YA")
 MAX_HEADER = 16 << 20  # a longer header means the stream is out of sync
+# The most payload any frame may carry: a 400 MP float RGBA layer is 6.4 GB. A frame
+# that describes its pixels may carry no more than they need.
+MAX_PAYLOAD = 8 << 30
 _LEN = struct.Struct(">I")
 _STDERR_LINES = 200
 
@@ -51,11 +55,15 @@ class WorkerError(Exception):
 
 
 class FrameError(Exception):
-    """A frame that cannot be parsed. ``fatal`` means the stream is out of sync."""
+    """A frame that cannot be parsed. ``fatal`` means the stream is out of sync;
+    ``discard`` counts payload bytes still in the stream that the reader refused to
+    hold: skip them (in small pieces) to stay in step."""
 
-    def __init__(self, message: str, fatal: bool = False):
+    def __init__(self, message: str, fatal: bool = False, discard: int = 0, header=None):
         super().__init__(message)
         self.fatal = fatal
+        self.discard = discard
+        self.header = header  # the parsed header, when the payload was the problem
 
 
 # ---------------------------------------------------------------- framing
@@ -105,7 +113,16 @@ def read_frame(stream):
     nbytes = header.get("nbytes", 0) or 0
     if not isinstance(nbytes, int) or isinstance(nbytes, bool) or nbytes < 0:
         raise FrameError(f"nbytes must be a non-negative integer, not {nbytes!r}")
-    payload = _read_exact(stream, nbytes)
+    limit = payload_limit(header)
+    if nbytes > limit:
+        raise FrameError(f"a payload of {nbytes} bytes is more than this frame may carry "
+                         f"({limit} bytes); refused before reading it", discard=nbytes,
+                         header=header)
+    try:
+        payload = _read_exact(stream, nbytes)
+    except MemoryError:
+        raise FrameError(f"not enough memory to take a payload of {nbytes} bytes",
+                         discard=nbytes, header=header) from None
     if payload is None and nbytes:
         raise EOFError(f"stream ended before a payload of {nbytes} bytes")
     return header, payload if payload is not None else b""
@@ -134,6 +151,29 @@ def pixel_format(width: int, height: int, dtype: str, order: str) -> dict:
     if int(width) < 1 or int(height) < 1:
         raise ValueError(f"image size must be positive, not {width}x{height}")
     return {"width": int(width), "height": int(height), "dtype": dtype, "order": order}
+
+
+def payload_limit(header: dict) -> int:
+    """The most payload bytes a frame with this header may carry: what its pixels
+    (and their selection mask) need when it describes them, never over MAX_PAYLOAD."""
+    w, h = header.get("width"), header.get("height")
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in (w, h)):
+        return MAX_PAYLOAD  # no usable size: the worker's own checks say what is wrong
+    try:
+        need = frame_nbytes(header) + (w * h if header.get("mask") is True else 0)
+    except (KeyError, TypeError):
+        return MAX_PAYLOAD
+    return min(need, MAX_PAYLOAD)
+
+
+def skip(stream, n: int, chunk: int = 1 << 20) -> bool:
+    """Read and drop n bytes in pieces (no n-byte buffer); False at EOF first."""
+    while n > 0:
+        got = stream.read(min(chunk, n))
+        if not got:
+            return False
+        n -= len(got)
+    return True
 
 
 def frame_nbytes(fmt: dict) -> int:
@@ -506,10 +546,24 @@ class Worker:
         if proc.missed_deadline:
             raise WorkerError(TIMEOUT, f"the FBCNN worker stopped reading for {timeout:g} s "
                               "and was stopped", tail)
-        err = WorkerError(WORKER_DIED, f"the FBCNN worker ({self.python}) exited with code {rc} "
+        err = WorkerError(WORKER_DIED, f"the FBCNN worker ({self.python}) {exit_text(rc)} "
                           f"{when}", tail)
         err.returncode = rc
         raise err
+
+
+def exit_text(rc: int) -> str:
+    """How a process ended, in words: a signal by name, SIGKILL with the likely cause
+    (the kernel's out-of-memory killer sends it)."""
+    if rc is not None and rc < 0:
+        try:
+            name = signal.Signals(-rc).name
+        except ValueError:
+            name = f"signal {-rc}"
+        hint = " (out of memory? the system kills the largest process when memory runs out)" \
+            if -rc == getattr(signal, "SIGKILL", 9) else ""
+        return f"was killed by {name}{hint}"
+    return f"exited with code {rc}"
 
 
 class Job:

@@ -21,7 +21,8 @@ import traceback
 
 import numpy as np
 
-from core.client import DTYPES, ORDERS, FrameError, frame_nbytes, read_frame, write_frame
+from core.client import (DTYPES, ORDERS, FrameError, frame_nbytes, read_frame, skip,
+                         write_frame)
 
 log = logging.getLogger("fbcnn.worker")
 
@@ -280,6 +281,7 @@ class Server:
         self.cancelled = set()     # ids cancelled before or while they run
         self.current = None        # id of the running request
         self.stopping = threading.Event()
+        self.reader_failed = False
         self.shutting_down = False  # a shutdown is queued: what queues before it is moot
 
     # -- output
@@ -311,8 +313,9 @@ class Server:
                 try:
                     frame = read_frame(self.stdin)
                 except FrameError as e:
-                    self.error(None, "bad-request", f"malformed frame: {e}")
-                    if e.fatal:
+                    rid = e.header.get("id") if e.header else None
+                    self.error(rid, "bad-request", f"malformed frame: {e}")
+                    if e.fatal or (e.discard and not skip(self.stdin, e.discard)):
                         break
                     continue
                 if frame is None:
@@ -334,6 +337,9 @@ class Server:
             log.info("stdin ended inside a frame (%s); stopping", e)
         except (OSError, ValueError) as e:
             log.info("stdin failed (%s); stopping", e)
+        except BaseException:  # a dead reader must not leave a worker that never answers
+            log.error("the stdin reader failed:\n%s", traceback.format_exc())
+            self.reader_failed = True
         # The client has gone: stop what runs, then let the main loop end.
         self.cancel_all()
         self.requests.put(None)
@@ -363,7 +369,7 @@ class Server:
                 log.info("idle for %s s; exiting", self.idle_timeout)
                 return 0
             if item is None:
-                return 0
+                return 1 if self.reader_failed else 0
             header, payload = item
             if self.handle(header, payload) == "shutdown":
                 return 0

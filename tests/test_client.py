@@ -259,7 +259,9 @@ def test_worker_killed_mid_request(model_path):
         os.kill(pid, 9)
         with pytest.raises(WorkerError) as e:
             job.result(30)
-        assert e.value.kind == client.WORKER_DIED and "-9" in e.value.message
+        assert e.value.kind == client.WORKER_DIED
+        # Named, with the likely cause: the kernel's out-of-memory killer sends SIGKILL.
+        assert "killed by SIGKILL" in e.value.message and "out of memory?" in e.value.message
         assert "ready" in e.value.stderr_tail  # what the worker had written to stderr
         assert w.hello()["pid"] != pid  # the next call starts a fresh worker
     finally:

@@ -344,3 +344,50 @@ def test_mask_copies_float_bits_exactly():
     got = apply_mask(f, orig.tobytes(), bytes([0, 255]), res, to_canonical(f, orig.tobytes()))
     assert got.tobytes()[:4] == orig.tobytes()[:4]
     assert np.array_equal(got[0, 1], res[0, 1].astype(np.float16))
+
+
+def test_a_payload_larger_than_its_pixels_need_is_refused_unread_and_skipped(worker, model_path):
+    """Refused before any allocation for it; its bytes are skipped in small pieces, so
+    the worker answers the request by its id and stays in step for the next one."""
+    req = {"op": "restore", "id": 41, **fmt(8, 8, "u8", "RGB"), "model": model_path, "qf": 50}
+    worker.send(req, b"\0" * 10_000_000)        # 8x8 RGB needs 192 bytes
+    header, payload = worker.reply()
+    assert header["type"] == "error" and header["kind"] == "bad-request" and header["id"] == 41
+    assert "more than this frame may carry (192 bytes)" in header["message"] and payload == b""
+    assert_still_serving(worker)
+
+
+def test_an_absurd_byte_count_gets_an_answer_not_a_dead_reader():
+    """2**60 bytes announced: no MemoryError in the reader thread, an error reply at once,
+    and the worker ends cleanly when the client goes (it waits for the bytes to skip)."""
+    import subprocess
+    proc = subprocess.Popen([sys.executable, "-m", "core.worker"], cwd=str(ROOT),
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        body = json.dumps({"op": "hello", "id": 5, "nbytes": 1 << 60}).encode()
+        proc.stdin.write(struct.pack(">I", len(body)) + body)
+        proc.stdin.flush()
+        header, _ = read_frame(proc.stdout)
+        assert header["type"] == "error" and header["id"] == 5
+        assert "refused before reading it" in header["message"]
+        proc.stdin.close()
+        assert proc.wait(60) == 0
+        assert b"MemoryError" not in proc.stderr.read()
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_a_dead_reader_thread_ends_the_worker_non_zero():
+    """A worker whose stdin reader dies must exit (non-zero), never sit unanswering."""
+    import io
+    from core.worker import Server
+
+    class Broken(io.RawIOBase):
+        def readable(self):
+            return True
+
+        def readinto(self, buffer):
+            raise RuntimeError("the reader broke")
+
+    assert Server(Broken(), io.BytesIO(), idle_timeout=30).serve() == 1

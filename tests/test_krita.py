@@ -544,8 +544,11 @@ def test_dialog_offers_only_installed_models_and_devices(krita):
 def test_krita_stays_responsive_during_the_run(krita):
     rec = ok(krita, "jpeg_dialog")
     # The driver polls every 50 ms on Krita's GUI thread; a blocked thread shows up
-    # as a long gap. The run itself takes seconds.
-    assert rec["max_gap_s"] < 1.0, f"the GUI thread stalled for {rec['max_gap_s']} s"
+    # as a long gap. Compared with the gaps at rest just before (the machine's own
+    # load stretches both), not with a fixed wall-clock limit.
+    allowed = max(1.0, 3 * rec["rest_max_gap_s"] + 0.5)
+    assert rec["max_gap_s"] < allowed, (f"the GUI thread stalled for {rec['max_gap_s']} s "
+                                        f"(at rest its longest gap was {rec['rest_max_gap_s']} s)")
 
 
 def test_cancel_and_closing_the_dialog_leave_the_document_unchanged(krita):

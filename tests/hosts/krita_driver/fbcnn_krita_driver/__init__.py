@@ -365,6 +365,13 @@ class Runner:
             dialog.reject()
             record["dialog_closed"] = yield Wait(lambda: gone(dialog), 10, "the dialog to close")
             return
+        if then == "apply":
+            # The GUI thread's gaps at rest, on this machine under its present load:
+            # the yardstick for the gaps during the run.
+            self.max_gap = 0.0
+            until = time.monotonic() + 2.0
+            yield Wait(lambda: time.monotonic() > until, 30, "the rest measurement")
+            record["rest_max_gap_s"] = round(self.max_gap, 3)
         applied = time.monotonic()
         self.max_gap = 0.0
         QTimer.singleShot(0, dialog.findChild(QPushButton, "apply").click)

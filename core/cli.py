@@ -1,7 +1,9 @@
 """The `fbcnn` command (also `python -m core`): restore, estimate, models, download.
 
-Exit codes: 0 all went well; 1 at least one input failed (the others were still
-processed); 2 nothing could run (bad arguments, a model that is missing or invalid).
+Exit codes: 0 all went well (inputs whose output exists are skipped, and said so,
+unless --overwrite); 1 at least one input failed (the others were still processed);
+2 nothing could run (bad arguments, a model that is missing or invalid, an output
+folder that cannot be created or written).
 """
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ import sys
 
 from tqdm import tqdm
 
-from core import images, weights
+from core import images, outputs, weights
 
 OK, SOME_FAILED, FATAL = 0, 1, 2
 
@@ -67,6 +69,8 @@ def parser() -> argparse.ArgumentParser:
     _model_device(r)
     r.add_argument("--tile", type=_tile_arg, default=None, metavar="N",
                    help="tile size in pixels (default: chosen for the device)")
+    r.add_argument("--overwrite", action="store_true",
+                   help="replace outputs that exist (default: skip them, and say so)")
 
     e = sub.add_parser("estimate", help="estimate the JPEG quality of images")
     e.add_argument("inputs", nargs="+", metavar="IN", type=pathlib.Path)
@@ -145,23 +149,25 @@ def cmd_restore(args) -> int:
     if args.output is not None and args.output.suffix.lower() not in images.WRITABLE:
         raise Fatal(f"cannot write {args.output}: use a .png name (writing JPEG again would bring "
                     f"the artifacts back)")
-    if args.out_dir is not None:
-        args.out_dir.mkdir(parents=True, exist_ok=True)
+    # Every output is checked before the model loads: a folder that can't take the
+    # results fails now, not after an hour of compute.
+    try:
+        targets = outputs.plan(args.inputs, lambda src: output_path(src, args), args.overwrite)
+    except outputs.OutputError as err:
+        raise Fatal(str(err)) from None
+    for target in targets:
+        if target.skip:
+            print(f"fbcnn: {target.src}: {'' if target.error else 'skipped: '}{target.skip}",
+                  file=sys.stderr)
+    todo = [t for t in targets if not t.skip]
     check_model(args.model)
-    engine = _engine(args.device, args.runtime)
-    inputs = {p.resolve() for p in args.inputs}
-    written: set = set()
-    failed = 0
-    bar = tqdm(args.inputs, unit="img", desc="restore", file=sys.stderr, disable=None)
-    for src in bar:
-        dst = output_path(src, args)
+    engine = _engine(args.device, args.runtime) if todo else None
+    failed = sum(t.error for t in targets)
+    bar = tqdm(todo, unit="img", desc="restore", file=sys.stderr, disable=None)
+    for target in bar:
+        src, dst = target.src, target.dst
         try:
-            if dst.resolve() in inputs:
-                raise ValueError(f"would overwrite the input {dst}; choose another output")
-            if dst.resolve() in written:
-                raise ValueError(f"two inputs map to {dst}; rename one or use -o")
             result = restore_one(engine, src, dst, args, bar)
-            written.add(dst.resolve())
         except MODEL_ERRORS as err:
             bar.close()
             raise Fatal(_one_line(err)) from None
@@ -175,6 +181,10 @@ def cmd_restore(args) -> int:
         for warning in result.warnings:
             tqdm.write(f"fbcnn: warning: {src}: {warning}", file=sys.stderr)
     bar.close()
+    skipped = sum(bool(t.skip) and not t.error for t in targets)
+    if skipped or failed:
+        print(f"fbcnn: {len(targets) - skipped - failed} written, {skipped} skipped, "
+              f"{failed} failed", file=sys.stderr)
     return SOME_FAILED if failed else OK
 
 
@@ -186,13 +196,7 @@ def restore_one(engine, src: pathlib.Path, dst: pathlib.Path, args, bar):
 
     result = engine.restore(pic.pixels, model=args.model, qf=args.qf, tile=args.tile,
                             source_path=str(src), progress=progress)
-    # Write beside the target and rename, so an interrupted run never leaves half a PNG.
-    tmp = dst.with_name(dst.name + ".tmp" + dst.suffix)
-    try:
-        images.write(tmp, result.pixels, pic.icc, pic.exif)
-        tmp.replace(dst)
-    finally:
-        tmp.unlink(missing_ok=True)
+    outputs.write_atomically(dst, lambda tmp: images.write(tmp, result.pixels, pic.icc, pic.exif))
     return result
 
 

@@ -17,7 +17,7 @@ import pytest
 import torch
 from PIL import Image, ImageCms
 
-from core import cli, images, weights
+from core import cli, images, outputs, weights
 from core.network import Config, build
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -255,3 +255,72 @@ def test_never_overwrites_an_input(tmp_path, model_file, capsys):
                      "--qf", "50", "--device", "cpu"]) == 1
     assert "overwrite the input" in capsys.readouterr().err
     assert src.read_bytes() == before
+
+
+# ---------------------------------------------------------------- outputs (#18 items 2, 3)
+
+def no_engine(monkeypatch):
+    """Fail the test if anything would load a model: the outputs must be checked first."""
+    def refuse(*a, **k):
+        raise AssertionError("the model was loaded before the outputs were checked")
+    monkeypatch.setattr(cli, "_engine", refuse)
+
+
+@pytest.mark.parametrize("how", ["-o", "--out-dir"])
+def test_an_output_folder_that_cannot_exist_fails_before_any_compute(tmp_path, model_file, capsys,
+                                                                       monkeypatch, how):
+    src = jpeg(tmp_path / "x.jpg")
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    out = ["-o", str(blocker / "sub" / "x.png")] if how == "-o" else ["--out-dir", str(blocker / "sub")]
+    no_engine(monkeypatch)
+    assert cli.main(["restore", str(src), *out, "--model", str(model_file), "--qf", "50"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot create the output folder" in err and str(blocker / "sub") in err
+    assert ".tmp" not in err and "Traceback" not in err
+
+
+def test_o_creates_its_folder_like_out_dir(tmp_path, model_file):
+    src = jpeg(tmp_path / "x.jpg")
+    dst = tmp_path / "new" / "deeper" / "x.png"
+    assert cli.main(["restore", str(src), "-o", str(dst), "--model", str(model_file), "--qf", "50",
+                     "--device", "cpu"]) == 0
+    assert np.asarray(Image.open(dst)).shape == (48, 64, 3)
+
+
+def test_an_existing_output_is_skipped_and_said_unless_overwrite(tmp_path, model_file, capsys,
+                                                                 monkeypatch):
+    src = jpeg(tmp_path / "x.jpg")
+    dst = tmp_path / "x.png"
+    dst.write_bytes(b"the user's own file")
+    args = ["restore", str(src), "-o", str(dst), "--model", str(model_file), "--qf", "50",
+            "--device", "cpu"]
+    with monkeypatch.context() as m:
+        no_engine(m)              # nothing to do: no model is loaded either
+        assert cli.main(args) == 0
+    err = capsys.readouterr().err
+    assert "skipped" in err and "--overwrite" in err and "0 written, 1 skipped" in err
+    assert dst.read_bytes() == b"the user's own file"
+    assert cli.main(args + ["--overwrite"]) == 0
+    assert np.asarray(Image.open(dst)).shape == (48, 64, 3)
+
+
+def test_results_go_to_unique_temp_names_and_never_half_written(tmp_path, monkeypatch):
+    seen = []
+
+    def write(tmp):
+        seen.append(tmp)
+        assert tmp.parent == tmp_path and tmp.suffix == ".png" and tmp != tmp_path / "x.png"
+        tmp.write_bytes(b"x" * 10)
+
+    outputs.write_atomically(tmp_path / "x.png", write)
+    outputs.write_atomically(tmp_path / "x.png", write)
+    assert seen[0] != seen[1]     # two runs into one folder never share a name
+
+    def broken(tmp):
+        tmp.write_bytes(b"half")
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(OSError):
+        outputs.write_atomically(tmp_path / "y.png", broken)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.png"]   # nothing half-written

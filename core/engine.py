@@ -167,8 +167,12 @@ def pad_to_grid(a: np.ndarray, origin: tuple) -> tuple[np.ndarray, int, int]:
 # ---------------------------------------------------------------- engine
 
 class Engine:
-    def __init__(self, device: str = "auto", precision: str = "auto", runtime: str = "auto"):
+    def __init__(self, device: str = "auto", precision: str = "auto", runtime: str = "auto",
+                 check_weights: bool = True):
+        """check_weights=False skips the sanity run on each loaded model: for timing
+        synthetic weights (bench.speed), which restore nothing."""
         self.requested_device = device
+        self.check_weights = check_weights
         self.device, self._device_warnings = pick_device(device)
         self.precision = precision
         self.runtime = pick_runtime(runtime, self.device)
@@ -196,7 +200,10 @@ class Engine:
     def _load(self, name: str, device: str) -> torch.nn.Module:
         key = (name, device)
         if key not in self._models:
-            m = weights.load_model(name).to(device).eval()
+            m = weights.load_model(name)
+            if self.check_weights:
+                weights.check_sane(m, name)
+            m = m.to(device).eval()
             if device == "cpu" and CPU_CHANNELS_LAST:
                 m = m.to(memory_format=torch.channels_last)
             self._models[key] = m

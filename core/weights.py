@@ -406,6 +406,34 @@ def load_state_dict(path_or_name) -> dict:
     return _unwrap(obj, label)
 
 
+def check_sane(model, label: str) -> None:
+    """Refuse weights that load but cannot restore anything: non-finite values, or a
+    network whose output on a small textured tile is not finite or degenerate (flat,
+    or far from the picture: what a state dict that lost a marker such as the global
+    residual gives). Runs once per load, on a 64x64 tile."""
+    import torch
+    bad = [name for name, t in model.state_dict().items()
+           if t.is_floating_point() and not torch.isfinite(t).all()]
+    if bad:
+        raise InvalidModel(f"{label} holds NaN or infinite weights ({len(bad)} tensors, e.g. "
+                           f"{bad[0]}); the file is damaged: download or export it again")
+    c = model.config.in_nc
+    y, x = torch.meshgrid(torch.arange(64.0), torch.arange(64.0), indexing="ij")
+    tile = 0.5 + 0.25 * torch.sin(x / 5) * torch.cos(y / 7) + 0.1 * torch.sin(x * y / 50)
+    tile = tile.expand(1, c, 64, 64).contiguous()
+    with torch.inference_mode():
+        out = model.restore(tile, torch.full((1, 1), 0.5)).float()
+    if not torch.isfinite(out).all():
+        raise InvalidModel(f"{label} gives non-finite pixels on a test tile; the file is damaged "
+                           "or not a restoration model")
+    spread, error = float(out.std()), float((out - tile).abs().mean())
+    if spread < 0.2 * float(tile.std()) or error > 0.25:
+        raise InvalidModel(f"{label} gives a degenerate result on a test tile (contrast "
+                           f"{spread:.3f} against {float(tile.std()):.3f}, mean error "
+                           f"{error:.3f}): it loads, but it is damaged or incomplete (a missing "
+                           "entry such as global_residual makes it another network)")
+
+
 def file_key(path_or_name) -> str:
     """The sha256 of a model's file, without reading its tensors: the registry's pin for
     a verified registry model, else the file hashed (a few ms for the compact model)."""

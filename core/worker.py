@@ -257,7 +257,7 @@ def error_kind(exc: BaseException) -> str:
         return "cancelled"
     if isinstance(exc, (_exception_class("core.weights", "ModelMissing"),
                         _exception_class("core.weights", "VerificationError"))):
-        return "missing-model"  # a file that failed verification is deleted: fetch it again
+        return "missing-model"  # a file that failed verification is moved aside: fetch it again
     if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError" \
             or (isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()):
         return "out-of-memory"

@@ -324,3 +324,28 @@ def test_results_go_to_unique_temp_names_and_never_half_written(tmp_path, monkey
     with pytest.raises(OSError):
         outputs.write_atomically(tmp_path / "y.png", broken)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x.png"]   # nothing half-written
+
+
+# ---------------------------------------------------------------- weights that load but are broken (#18 item 4)
+
+def test_weights_that_load_but_cannot_restore_are_refused_by_name(tmp_path, model_file, capsys):
+    src = jpeg(tmp_path / "x.jpg")
+    nan = tmp_path / "nan.pth"
+    torch.save({k: v * float("nan") for k, v in torch.load(model_file, weights_only=True).items()},
+               nan)
+    assert cli.main(["restore", str(src), "--model", str(nan), "--qf", "50", "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert str(nan) in err and "NaN or infinite weights" in err
+    assert not (tmp_path / "x.fbcnn.png").exists()
+    if weights.status("compact") != "bundled":
+        pytest.skip("the marker check needs the bundled compact model")
+    # The bundled model without its global_residual marker loads as another network,
+    # one that turns pictures black: refused, not written.
+    sd = weights.load_state_dict("compact")
+    del sd["global_residual"]
+    lost = tmp_path / "no-marker.pth"
+    torch.save(sd, lost)
+    assert cli.main(["restore", str(src), "--model", str(lost), "--qf", "50", "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert str(lost) in err and "degenerate" in err and "global_residual" in err
+    assert not (tmp_path / "x.fbcnn.png").exists()

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import png
 import tifffile
-from PIL import Image, TiffTags
+from PIL import Image, TiffTags, UnidentifiedImageError
 
 WRITABLE = (".png", ".tif", ".tiff")
 
@@ -38,9 +38,17 @@ class Picture:
 
 # ---------------------------------------------------------------- reading
 
+FLOAT_REFUSAL = "floating-point images are not supported; save as 16-bit PNG or TIFF"
+
+
 def read(path) -> Picture:
     path = pathlib.Path(path)
-    with Image.open(path) as im:
+    try:
+        im = Image.open(path)
+    except UnidentifiedImageError:
+        _refuse_float_tiff(path)   # Pillow can't open float RGB TIFFs at all
+        raise
+    with im:
         icc = im.info.get("icc_profile") or None
         exif = _exif_bytes(im)
         info = {"format": im.format, "mode": im.mode}
@@ -68,7 +76,7 @@ def _pillow_pixels(im) -> np.ndarray:
         raise UnsupportedImage(f"{mode} images are not supported; convert to RGB first "
                                f"(with its colour profile, in an image editor)")
     if mode == "F":
-        raise UnsupportedImage("32-bit float images are not supported; save as 16-bit PNG or TIFF")
+        raise UnsupportedImage(FLOAT_REFUSAL)
     if mode == "1":
         im = im.convert("L")
     elif mode in ("P", "PA"):
@@ -84,6 +92,20 @@ def _pillow_pixels(im) -> np.ndarray:
         return a.astype(np.uint16)[..., None]
     a = np.asarray(im)
     return a[..., None] if a.ndim == 2 else a
+
+
+def _refuse_float_tiff(path: pathlib.Path) -> None:
+    """The gray float TIFF's clear refusal for a colour one too, where Pillow would
+    only say it cannot identify the file."""
+    if path.suffix.lower() not in (".tif", ".tiff"):
+        return
+    try:
+        with tifffile.TiffFile(path) as tif:
+            kind = tif.pages[0].dtype.kind if tif.pages else None
+    except Exception:  # not a TIFF after all: Pillow's own error stands
+        return
+    if kind == "f":
+        raise UnsupportedImage(FLOAT_REFUSAL)
 
 
 def _tiff_bits(im) -> tuple:

@@ -192,3 +192,22 @@ def test_refusals_are_clear(tmp_path):
         images.write(tmp_path / "o.jpg", px)
     with pytest.raises(ValueError, match="HxWxC"):
         images.write(tmp_path / "o.png", np.zeros((4, 4), np.uint8))
+
+
+@pytest.mark.parametrize("shape,dtype", [((8, 9, 3), np.float32), ((8, 9), np.float32),
+                                         ((8, 9, 4), np.float32), ((8, 9, 3), np.float16)])
+def test_float_tiffs_are_refused_with_one_clear_message(tmp_path, shape, dtype):
+    """Colour float TIFFs got Pillow's "cannot identify image file", as if broken."""
+    import tifffile
+    path = tmp_path / "float.tif"
+    tifffile.imwrite(path, np.random.default_rng(0).random(shape).astype(dtype))
+    with pytest.raises(images.UnsupportedImage, match="floating-point images are not supported; "
+                                                      "save as 16-bit PNG or TIFF"):
+        images.read(path)
+
+
+def test_a_file_that_is_no_image_keeps_pillows_error(tmp_path):
+    path = tmp_path / "junk.tif"
+    path.write_bytes(b"not an image")
+    with pytest.raises(Exception, match="cannot identify"):
+        images.read(path)

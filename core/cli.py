@@ -164,8 +164,11 @@ def cmd_restore(args) -> int:
     engine = _engine(args.device, args.runtime) if todo else None
     failed = sum(t.error for t in targets)
     bar = tqdm(todo, unit="img", desc="restore", file=sys.stderr, disable=None)
-    for target in bar:
+    plain = not (sys.stderr.isatty() if hasattr(sys.stderr, "isatty") else False)
+    for number, target in enumerate(bar, 1):
         src, dst = target.src, target.dst
+        if plain:  # tqdm draws nothing into a pipe or a log: a line per file instead
+            print(f"fbcnn: restoring {number}/{len(todo)}: {src}", file=sys.stderr, flush=True)
         try:
             result = restore_one(engine, src, dst, args, bar)
         except MODEL_ERRORS as err:

@@ -349,3 +349,14 @@ def test_weights_that_load_but_cannot_restore_are_refused_by_name(tmp_path, mode
     err = capsys.readouterr().err
     assert str(lost) in err and "degenerate" in err and "global_residual" in err
     assert not (tmp_path / "x.fbcnn.png").exists()
+
+
+def test_piped_stderr_gets_a_plain_line_per_file(tmp_path, model_file):
+    """With stderr in a pipe or a log the progress bar draws nothing; a long run must
+    still say what it is doing (#18 item 10)."""
+    srcs = [jpeg(tmp_path / f"p{i}.jpg") for i in range(2)]
+    r = run(["restore", *srcs, "--out-dir", tmp_path / "out", "--model", model_file, "--qf", "50",
+             "--device", "cpu"], tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert f"fbcnn: restoring 1/2: {srcs[0]}" in r.stderr
+    assert f"fbcnn: restoring 2/2: {srcs[1]}" in r.stderr

@@ -2,8 +2,8 @@
 
 Exit codes: 0 all went well (inputs whose output exists are skipped, and said so,
 unless --overwrite); 1 at least one input failed (the others were still processed);
-2 nothing could run (bad arguments, a model that is missing or invalid, an output
-folder that cannot be created or written).
+2 nothing could run (bad arguments, a model that is missing or invalid, a download
+that failed, an output folder that cannot be created or written).
 """
 from __future__ import annotations
 
@@ -279,7 +279,7 @@ def cmd_download(args) -> int:
         except (weights.ModelMissing, weights.VerificationError) as err:
             bar.close()
             print(f"fbcnn: error: {_one_line(err)}", file=sys.stderr)
-            return SOME_FAILED
+            return FATAL
     print(f"{args.name}: downloaded and verified: {path}")
     return OK
 

@@ -15,6 +15,7 @@ import socket
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from http.client import HTTPException
@@ -328,6 +329,13 @@ def download(name: str, progress=None, url: str | None = None, retries: int = 4,
             raise ModelMissing(_missing_message(e, f"download from {url} failed: HTTP {err.code} {err.reason}")) \
                 from None
         except (_Transient, urllib.error.URLError, HTTPException, OSError, socket.timeout) as err:
+            if isinstance(getattr(err, "reason", None), socket.gaierror):
+                # No name resolution: offline, or no DNS. Retrying only makes the user wait.
+                host = urllib.parse.urlsplit(url).hostname
+                raise ModelMissing(
+                    f"cannot reach {host} (its name does not resolve: offline?). On a machine "
+                    f"that is online, download {url}, then place the file at {final}; "
+                    "`fbcnn models` checks it.") from None
             if attempt == retries:
                 reason = getattr(err, "reason", None) or err
                 raise ModelMissing(_missing_message(

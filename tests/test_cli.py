@@ -230,7 +230,7 @@ def test_models_and_download(tmp_path, server, model_file):
     server.files.clear()
     (tmp_path / "cache" / "tiny.pth").unlink()
     r = run(["download", "tiny"], tmp_path, prelude=prelude)
-    assert r.returncode == 1 and "404" in r.stderr and str(tmp_path / "cache" / "tiny.pth") in r.stderr
+    assert r.returncode == 2 and "404" in r.stderr and str(tmp_path / "cache" / "tiny.pth") in r.stderr
 
 
 def test_usage_errors(tmp_path, capsys):
@@ -360,3 +360,19 @@ def test_piped_stderr_gets_a_plain_line_per_file(tmp_path, model_file):
     assert r.returncode == 0, r.stderr
     assert f"fbcnn: restoring 1/2: {srcs[0]}" in r.stderr
     assert f"fbcnn: restoring 2/2: {srcs[1]}" in r.stderr
+
+
+def test_offline_download_fails_fast_with_the_manual_way(tmp_path, monkeypatch, capsys):
+    """A name that does not resolve is not retried behind a frozen bar (it took 15-24 s):
+    no back-off is ever waited, and the message says how to place the file by hand."""
+    import dataclasses
+    monkeypatch.setenv("FBCNN_MODEL_DIR", str(tmp_path / "cache"))
+    monkeypatch.setitem(weights.REGISTRY, "tiny", dataclasses.replace(
+        weights.REGISTRY["fbcnn_color"], name="tiny", url="http://no-such-host.invalid/tiny.pth"))
+    waits = []
+    with pytest.raises(weights.ModelMissing) as info:
+        weights.download("tiny", backoff=lambda attempt: waits.append(attempt) or 0)
+    assert waits == [] and "does not resolve" in str(info.value)
+    assert "place the file at" in str(info.value) and str(tmp_path / "cache") in str(info.value)
+    assert cli.main(["download", "tiny"]) == 2
+    assert "does not resolve" in capsys.readouterr().err

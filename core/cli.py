@@ -71,6 +71,9 @@ def parser() -> argparse.ArgumentParser:
                    help="tile size in pixels (default: chosen for the device)")
     r.add_argument("--overwrite", action="store_true",
                    help="replace outputs that exist (default: skip them, and say so)")
+    r.add_argument("--max-megapixels", type=float, default=images.MAX_MEGAPIXELS, metavar="MP",
+                   help=f"open pictures up to this size (default {images.MAX_MEGAPIXELS}; a guard "
+                        "against decompression bombs)")
 
     e = sub.add_parser("estimate", help="estimate the JPEG quality of images")
     e.add_argument("inputs", nargs="+", metavar="IN", type=pathlib.Path)
@@ -192,7 +195,7 @@ def cmd_restore(args) -> int:
 
 
 def restore_one(engine, src: pathlib.Path, dst: pathlib.Path, args, bar):
-    pic = images.read(src)
+    pic = images.read(src, args.max_megapixels)
 
     def progress(done, total):
         bar.set_postfix_str(f"{src.name}: tile {done}/{total}", refresh=True)

@@ -117,51 +117,54 @@ def is_oom(err: BaseException) -> bool:
 
 # ---------------------------------------------------------------- pixels
 
-def split_pixels(pixels: np.ndarray) -> tuple[np.ndarray, Optional[np.ndarray]]:
-    """HxWxC host array -> (float32 HxWx{1,3} colour, alpha or None), range 0..1."""
+def check_pixels(pixels: np.ndarray) -> int:
+    """Validate an HxWxC host array (C 1..4; uint8, uint16, float16 or float32); returns
+    its number of colour channels (1 or 3; a 2nd or 4th channel is alpha)."""
     if not isinstance(pixels, np.ndarray) or pixels.ndim != 3 or pixels.shape[2] not in (1, 2, 3, 4):
         raise ValueError("pixels must be an HxWxC array with C in 1..4")
     if pixels.shape[0] < 1 or pixels.shape[1] < 1:
         raise ValueError("the image is empty")
-    if pixels.dtype == np.uint8:
-        f = pixels.astype(np.float32) / 255.0
-    elif pixels.dtype == np.uint16:
-        f = pixels.astype(np.float32) / 65535.0
-    elif pixels.dtype in (np.float16, np.float32):
-        f = pixels.astype(np.float32)
-        if not np.isfinite(f).all():
-            raise ValueError("float pixels contain NaN or infinity")
-    else:
+    if pixels.dtype not in (np.uint8, np.uint16, np.float16, np.float32):
         raise ValueError(f"unsupported pixel type {pixels.dtype}; use uint8, uint16, float16 or float32")
-    c = pixels.shape[2]
-    if c in (2, 4):
-        return f[:, :, :c - 1], pixels[:, :, c - 1:]
-    return f, None
+    if pixels.dtype.kind == "f":
+        for y in range(0, pixels.shape[0], 256):  # in bands: no image-sized mask
+            if not np.isfinite(pixels[y:y + 256]).all():
+                raise ValueError("float pixels contain NaN or infinity")
+    return 3 if pixels.shape[2] >= 3 else 1
 
 
-def join_pixels(color: np.ndarray, alpha: Optional[np.ndarray], like: np.ndarray) -> np.ndarray:
-    """Back to the input's dtype and depth; alpha is the untouched original channel."""
-    if like.dtype == np.uint8:
-        out = np.clip(np.rint(color * 255.0), 0, 255).astype(np.uint8)
-    elif like.dtype == np.uint16:
-        out = np.clip(np.rint(color * 65535.0), 0, 65535).astype(np.uint16)
-    else:
-        out = color.astype(like.dtype)
-    return out if alpha is None else np.concatenate([out, alpha], axis=2)
+def colour_of(pixels: np.ndarray) -> np.ndarray:
+    """The colour channels of (a part of) a host array as float32, range 0..1."""
+    c = 3 if pixels.shape[2] >= 3 else 1
+    f = pixels[:, :, :c].astype(np.float32)
+    if pixels.dtype == np.uint8:
+        f /= 255.0
+    elif pixels.dtype == np.uint16:
+        f /= 65535.0
+    return f
+
+
+def store(colour: np.ndarray, dtype) -> np.ndarray:
+    """Float colour back to the host array's dtype and depth."""
+    if dtype == np.uint8:
+        return np.clip(np.rint(colour * 255.0), 0, 255).astype(np.uint8)
+    if dtype == np.uint16:
+        return np.clip(np.rint(colour * 65535.0), 0, 65535).astype(np.uint16)
+    return colour.astype(dtype)
+
+
+def edge_slice(pixels: np.ndarray, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
+    """pixels[y0:y1, x0:x1] where y0 or x0 may be up to 7 below zero: those rows and
+    columns repeat the edge (the image padded onto the whole picture's 8x8 grid)."""
+    part = pixels[max(y0, 0):y1, max(x0, 0):x1]
+    if y0 < 0 or x0 < 0:
+        part = np.pad(part, ((max(-y0, 0), 0), (max(-x0, 0), 0), (0, 0)), mode="edge")
+    return part
 
 
 def luma(rgb: np.ndarray) -> np.ndarray:
     """OpenCV-style BT.601 full-range luma, what the official gray models were trained on."""
     return (0.299 * rgb[:, :, 0:1] + 0.587 * rgb[:, :, 1:2] + 0.114 * rgb[:, :, 2:3]).astype(np.float32)
-
-
-def pad_to_grid(a: np.ndarray, origin: tuple) -> tuple[np.ndarray, int, int]:
-    """Replicate-pad top/left so that a[0, 0] sits on the whole image's 8x8 grid."""
-    ox, oy = (int(v) for v in origin)
-    top, left = oy % tiling.GRID, ox % tiling.GRID
-    if top or left:
-        a = np.pad(a, ((top, 0), (left, 0), (0, 0)), mode="edge")
-    return a, top, left
 
 
 # ---------------------------------------------------------------- engine
@@ -238,12 +241,13 @@ class Engine:
     def _to_tensor(self, a: np.ndarray, device: str) -> torch.Tensor:
         return torch.from_numpy(np.ascontiguousarray(a.transpose(2, 0, 1)))[None].to(device)
 
-    def _predict_qf(self, model, image: np.ndarray, device: str) -> int:
+    def _predict_qf(self, model, pixels: np.ndarray, in_nc: int, device: str) -> int:
         """Median of the QF head over windows spread across the image: one QF per image."""
-        h, w = image.shape[:2]
+        h, w = pixels.shape[:2]
         votes = []
         for t in tiling.sample_windows(h, w, QF_WINDOW_SIZE, QF_WINDOWS):
-            x = self._to_tensor(np.clip(image[t.y0:t.y1, t.x0:t.x1], 0, 1), device)
+            window = self._model_input(colour_of(pixels[t.y0:t.y1, t.x0:t.x1]), in_nc)
+            x = self._to_tensor(np.clip(window, 0, 1), device)
             with torch.inference_mode(), autocast(device, self.precision):
                 votes.append(float(model.predict_qf(x).float().item()))
         return model_to_qf(float(np.median(votes)))
@@ -275,24 +279,25 @@ class Engine:
         side = int(math.sqrt(budget / (config.nc[0] * element * 16)))
         return int(min(2048, max(tiling.MIN_TILE, side // 64 * 64)))
 
-    def _prepare(self, pixels: np.ndarray, model: str):
-        color, alpha = split_pixels(pixels)
-        name = self.resolve_model(model, color.shape[2] == 1)
-        in_nc = self._config(name, self.device).in_nc
-        return color, alpha, name, self._model_input(color, in_nc)
+    def _prepare(self, pixels: np.ndarray, model: str) -> tuple:
+        """(model name, its input channels) for these pixels, after checking them."""
+        colour_channels = check_pixels(pixels)
+        name = self.resolve_model(model, colour_channels == 1)
+        return name, self._config(name, self.device).in_nc
 
     def predict_qf(self, pixels: np.ndarray, *, model: str = "auto") -> int:
         """The network's own QF for the whole image (no file, no double-JPEG check)."""
-        _, _, name, image = self._prepare(pixels, model)
-        return self._predict_qf(self._load(name, self.torch_device), image, self.torch_device)
+        name, in_nc = self._prepare(pixels, model)
+        return self._predict_qf(self._load(name, self.torch_device), pixels, in_nc,
+                                self.torch_device)
 
-    def _estimate(self, pixels, name, image, source_path, jpeg_settings):
+    def _estimate(self, pixels, name, in_nc, source_path, jpeg_settings):
         # The QF head runs on torch, loaded only when the file and the double-JPEG
         # check leave the QF open.
         return quality.estimate_quality(
             pixels, source_path=source_path, jpeg_settings=jpeg_settings,
-            predict=lambda _p: self._predict_qf(self._load(name, self.torch_device), image,
-                                                self.torch_device))
+            predict=lambda p: self._predict_qf(self._load(name, self.torch_device), p, in_nc,
+                                               self.torch_device))
 
     def estimate(self, pixels: np.ndarray, *, model: str = "auto", source_path=None, jpeg_settings=None):
         # The model is loaded only if the file and the double-JPEG check leave the QF open.
@@ -307,30 +312,52 @@ class Engine:
             raise ValueError(f"QF must be an integer 1..100 or auto, not {qf!r}")
         if tile is not None and (int(tile) < tiling.MIN_TILE or int(tile) % 8):
             raise ValueError(f"tile must be a multiple of 8 and at least {tiling.MIN_TILE}")
-        color, alpha, name, image = self._prepare(pixels, model)
+        name, in_nc = self._prepare(pixels, model)
         warns = list(self._device_warnings)
+        ox, oy = (int(v) for v in origin)
 
         if qf is None or qf == "auto":
             # The double-JPEG search assumes pixel [0, 0] sits on the last save's 8x8 grid.
-            ox, oy = (int(v) for v in origin)
             on_grid = pixels[(-oy) % 8:, (-ox) % 8:] if min(pixels.shape[:2]) > 8 else pixels
-            est = self._estimate(on_grid, name, image, source_path, jpeg_settings)
+            est = self._estimate(on_grid, name, in_nc, source_path, jpeg_settings)
             qf_used, qf_detected, source, details = est.qf, est.qf, est.source, dict(est.details)
         else:
             qf_used, qf_detected, source, details = int(qf), None, "manual", {}
 
-        padded, top, left = pad_to_grid(image, origin)
-        out, device = self._run(name, padded, qf_to_model(weights.decoder_qf(name, qf_used)), tile, progress, cancel, warns)
-        out = out[top:, left:]
-        restored = self._model_output(out, color)
-        if pixels.dtype in (np.float16, np.float32):
-            # Keep out-of-range float values (HDR, negative) as they were, changing only the correction.
-            restored = color + (restored - np.clip(color, 0, 1))
-        return Result(join_pixels(restored, alpha, pixels), qf_used, qf_detected, source, details,
-                      name, device, warns,
+        # Tiles are cut on the whole picture's 8x8 grid: the image is seen padded by
+        # (top, left) repeated edge pixels. They are read from the host array and their
+        # rows written back into an output of its own dtype band by band, so no
+        # image-sized float copy exists (memory stays near input + output).
+        top, left = oy % tiling.GRID, ox % tiling.GRID
+        h, w = pixels.shape[:2]
+        out = np.empty_like(pixels)
+        cc = 3 if pixels.shape[2] >= 3 else 1
+        if pixels.shape[2] > cc:
+            out[:, :, cc:] = pixels[:, :, cc:]  # alpha: untouched
+
+        def read(t):
+            part = edge_slice(pixels, t.y0 - top, t.y1 - top, t.x0 - left, t.x1 - left)
+            return self._model_input(colour_of(part), in_nc)
+
+        def write(y0, y1, rows):
+            a = max(y0, top)
+            if y1 <= a:
+                return
+            colour = colour_of(pixels[a - top:y1 - top])
+            restored = self._model_output(rows[a - y0:, left:], colour)
+            if pixels.dtype.kind == "f":
+                # Keep out-of-range float values (HDR, negative) as they were, changing
+                # only the correction.
+                restored = colour + (restored - np.clip(colour, 0, 1))
+            out[a - top:y1 - top, :, :cc] = store(restored, pixels.dtype)
+
+        qf_value = qf_to_model(weights.decoder_qf(name, qf_used))
+        device = self._run(name, h + top, w + left, read, write, qf_value, tile, progress, cancel,
+                           warns)
+        return Result(out, qf_used, qf_detected, source, details, name, device, warns,
                       self.runtime if device in ("cpu", *OPENVINO_DEVICES) else "torch")
 
-    def _run(self, name, image, qf_value, tile, progress, cancel, warns):
+    def _run(self, name, height, width, read, write, qf_value, tile, progress, cancel, warns):
         """Tiled inference with the out-of-memory ladder: halve the tile to 128, then the CPU."""
         device = self.device
         while True:
@@ -354,7 +381,8 @@ class Engine:
             overlap = min(OVERLAP, max(tiling.MIN_OVERLAP, size // 4 // 8 * 8))
 
             try:
-                out = tiling.run_tiled(image, fn, size, overlap, progress, cancel)
+                finished = tiling.run_tiled(height, width, read, fn, write, size, overlap, progress,
+                                            cancel)
             except Exception as err:  # noqa: BLE001 - only OOM is handled, the rest re-raised
                 if not is_oom(err):
                     raise
@@ -369,6 +397,6 @@ class Engine:
                     device, tile = "cpu", None
                     continue
                 raise
-            if out is None:
+            if not finished:
                 raise Cancelled("cancelled")
-            return out, device
+            return device

@@ -39,15 +39,30 @@ class Picture:
 # ---------------------------------------------------------------- reading
 
 FLOAT_REFUSAL = "floating-point images are not supported; save as 16-bit PNG or TIFF"
+# Pillow's decompression-bomb guard stops at 179 MP, below real film scans and
+# panoramas; ours opens up to this many megapixels (a 500 MP restore stays under
+# 5.5 GB) and names the option for more.
+MAX_MEGAPIXELS = 500
 
 
-def read(path) -> Picture:
+def read(path, max_megapixels: float = MAX_MEGAPIXELS) -> Picture:
     path = pathlib.Path(path)
+    guard, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None   # ours replaces it
     try:
-        im = Image.open(path)
+        im = Image.open(path)   # reads the header only: the size is known, nothing decoded
     except UnidentifiedImageError:
         _refuse_float_tiff(path)   # Pillow can't open float RGB TIFFs at all
         raise
+    finally:
+        Image.MAX_IMAGE_PIXELS = guard
+    megapixels = im.width * im.height / 1e6
+    if megapixels > max_megapixels:
+        im.close()
+        raise UnsupportedImage(
+            f"{im.width}x{im.height} is {megapixels:.0f} MP, more than the {max_megapixels:g} MP "
+            "opened by default (a guard against decompression bombs: small files that unpack "
+            f"to huge images). If you trust this file, pass --max-megapixels "
+            f"{int(megapixels) + 1}")
     with im:
         icc = im.info.get("icc_profile") or None
         exif = _exif_bytes(im)

@@ -9,6 +9,7 @@ import numpy as np
 GRID = 8
 MIN_TILE = 128
 MIN_OVERLAP = 32
+WRITE_PIXELS = 2_000_000  # finished rows go to the writer in pieces of about this many pixels
 
 
 @dataclass(frozen=True)
@@ -62,25 +63,50 @@ def feather(t: Tile, height: int, width: int, overlap: int) -> np.ndarray:
     return wy[:, None] * wx[None, :]
 
 
-def run_tiled(image: np.ndarray, fn: Callable[[np.ndarray], np.ndarray], tile: int, overlap: int,
+def run_tiled(height: int, width: int, read: Callable[[Tile], np.ndarray],
+              fn: Callable[[np.ndarray], np.ndarray],
+              write: Callable[[int, int, np.ndarray], None], tile: int, overlap: int,
               progress: Optional[Callable[[int, int], None]] = None,
-              cancelled: Optional[Callable[[], bool]] = None) -> Optional[np.ndarray]:
-    """Apply fn (HxWxC float32 -> same shape) tile by tile; None when cancelled."""
-    h, w, c = image.shape
-    todo = tiles(h, w, tile, overlap)
-    acc = np.zeros((h, w, c), np.float32)
-    wsum = np.zeros((h, w, 1), np.float32)
-    for i, t in enumerate(todo):
-        if cancelled is not None and cancelled():
-            return None
-        out = fn(image[t.y0:t.y1, t.x0:t.x1])
-        wt = feather(t, h, w, overlap)[:, :, None]
-        acc[t.y0:t.y1, t.x0:t.x1] += out * wt
-        wsum[t.y0:t.y1, t.x0:t.x1] += wt
-        if progress is not None:
-            progress(i + 1, len(todo))
-    acc /= wsum
-    return acc
+              cancelled: Optional[Callable[[], bool]] = None) -> bool:
+    """Restore a height x width image tile by tile, holding one band of rows at a time.
+
+    ``read(tile)`` gives a tile's input (float32), ``fn`` restores it, and
+    ``write(y0, y1, rows)`` receives the finished rows (full width, blended,
+    float32) top to bottom, each exactly once, a few at a time. Only the band under work is held
+    in float, so memory does not grow with the image's height. False when cancelled.
+    """
+    ys, xs = spans(height, tile, overlap), spans(width, tile, overlap)
+    total, done = len(ys) * len(xs), 0
+    acc = wsum = None
+    base = 0  # acc holds rows base .. base + len(acc)
+    for k, (y0, y1) in enumerate(ys):
+        for x0, x1 in xs:
+            if cancelled is not None and cancelled():
+                return False
+            t = Tile(y0, y1, x0, x1)
+            out = fn(read(t))
+            if acc is None:
+                acc = np.zeros((y1 - base, width, out.shape[2]), np.float32)
+                wsum = np.zeros((y1 - base, width, 1), np.float32)
+            elif len(acc) < y1 - base:  # a new band: room for its rows below the carried ones
+                grow = y1 - base - len(acc)
+                acc = np.concatenate([acc, np.zeros((grow,) + acc.shape[1:], np.float32)])
+                wsum = np.concatenate([wsum, np.zeros((grow,) + wsum.shape[1:], np.float32)])
+            wt = feather(t, height, width, overlap)[:, :, None]
+            acc[y0 - base:y1 - base, x0:x1] += out * wt
+            wsum[y0 - base:y1 - base, x0:x1] += wt
+            done += 1
+            if progress is not None:
+                progress(done, total)
+        # Rows above the next band's first row get no more tiles: finished.
+        final = ys[k + 1][0] if k + 1 < len(ys) else height
+        n = final - base
+        step = max(GRID, WRITE_PIXELS // width)  # the writer's float temporaries stay small
+        for r in range(0, n, step):
+            r2 = min(n, r + step)
+            write(base + r, base + r2, acc[r:r2] / wsum[r:r2])
+        acc, wsum, base = acc[n:].copy(), wsum[n:].copy(), final
+    return True
 
 
 def sample_windows(height: int, width: int, size: int, count: int) -> list[Tile]:

@@ -211,3 +211,19 @@ def test_a_file_that_is_no_image_keeps_pillows_error(tmp_path):
     path.write_bytes(b"not an image")
     with pytest.raises(Exception, match="cannot identify"):
         images.read(path)
+
+
+def test_the_decompression_bomb_guard_names_its_option(tmp_path):
+    """Pillow stopped at 179 MP with "decompression bomb DOS attack"; ours says what to do."""
+    before = Image.MAX_IMAGE_PIXELS
+    path = tmp_path / "big.png"
+    Image.new("L", (4000, 3000)).save(path)          # 12 MP, a few KB on disk
+    with pytest.raises(images.UnsupportedImage, match=r"12 MP, more than the 10 MP .* "
+                                                      r"--max-megapixels 13"):
+        images.read(path, max_megapixels=10)
+    assert images.read(path, max_megapixels=13).pixels.shape == (3000, 4000, 1)
+    assert Image.MAX_IMAGE_PIXELS == before          # Pillow's own guard is left as it was
+    # Above Pillow's own limit, within ours: opened.
+    wide = tmp_path / "wide.png"
+    Image.new("L", (20000, 9000)).save(wide)          # 180 MP
+    assert images.read(wide).pixels.shape == (9000, 20000, 1)

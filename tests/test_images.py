@@ -200,7 +200,8 @@ def test_float_tiffs_are_refused_with_one_clear_message(tmp_path, shape, dtype):
     """Colour float TIFFs got Pillow's "cannot identify image file", as if broken."""
     import tifffile
     path = tmp_path / "float.tif"
-    tifffile.imwrite(path, np.random.default_rng(0).random(shape).astype(dtype))
+    tifffile.imwrite(path, np.random.default_rng(0).random(shape).astype(dtype),
+                     photometric="rgb" if len(shape) == 3 else "minisblack")
     with pytest.raises(images.UnsupportedImage, match="floating-point images are not supported; "
                                                       "save as 16-bit PNG or TIFF"):
         images.read(path)

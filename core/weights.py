@@ -51,7 +51,6 @@ class ModelEntry:
     config: Config
     bundled: bool
     description: str
-    qf_offsets: tuple = ()    # see COMPACT_QF_OFFSETS; the official models get none
 
 
 def _official(name, size, sha, config, description) -> ModelEntry:
@@ -60,9 +59,14 @@ def _official(name, size, sha, config, description) -> ModelEntry:
 
 _GRAY = Config(in_nc=1, out_nc=1)
 
+# Decoder-QF offsets belong to the weights they were measured for, whatever the file is
+# called or however it is reached (by name or by path): keyed by the file's sha256.
+# The official models are used as released.
+QF_OFFSETS_BY_FILE: dict = {COMPACT_SHA256: COMPACT_QF_OFFSETS}
+
 REGISTRY: dict[str, ModelEntry] = {
     "compact": ModelEntry("compact", "fbcnn_compact.pth", None, None, COMPACT_SHA256, COMPACT_CONFIG, True,
-                          "small bundled model, trained by this project (fast on CPU)", COMPACT_QF_OFFSETS),
+                          "small bundled model, trained by this project (fast on CPU)"),
     "fbcnn_color": _official("fbcnn_color", 287755111,
                              "8b0e4ef23d59cf7ac934a342cb31a17619e4fa4a0b3374a9d78c5174312387e8",
                              Config(), "official FBCNN, color"),
@@ -114,13 +118,34 @@ def entry(name: str) -> ModelEntry:
                          f"(or give a path to a .pth file)") from None
 
 
-def decoder_qf(name: str, qf: int) -> float:
-    """The QF to condition model `name`'s decoder on for a JPEG of quality `qf`."""
-    e = REGISTRY.get(name)
-    if e is None or not e.qf_offsets:
+def decoder_qf(model: str, qf: int) -> float:
+    """The QF to condition a model's decoder on for a JPEG of quality `qf`: the offsets
+    measured for its file (QF_OFFSETS_BY_FILE), by registry name or path alike."""
+    offsets = QF_OFFSETS_BY_FILE.get(_known_key(model))
+    if not offsets:
         return float(qf)
-    knots, offsets = zip(*e.qf_offsets)
+    knots, offsets = zip(*offsets)
     return min(100.0, qf + float(np.interp(qf, knots, offsets)))
+
+
+_keys: dict = {}
+
+
+def _known_key(model: str) -> str | None:
+    """A model file's sha256 (the registry's pin for a name), hashed once per file
+    version; None for a file that is not there."""
+    e = REGISTRY.get(model) if isinstance(model, str) else None
+    if e is not None:
+        return e.sha256
+    path = pathlib.Path(model).expanduser()
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    stamp = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    if stamp not in _keys:
+        _keys[stamp] = sha256_file(path)
+    return _keys[stamp]
 
 
 def model_path(name: str) -> pathlib.Path:

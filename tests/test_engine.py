@@ -226,25 +226,33 @@ def test_out_of_memory_halves_tile_then_falls_back_to_cpu(model_path):
 
 
 def test_decoder_qf_offsets_interpolate_and_apply_only_to_their_model(monkeypatch):
-    e = weights.REGISTRY["compact"]
-    monkeypatch.setitem(weights.REGISTRY, "compact", dataclasses.replace(e, qf_offsets=((10, 4), (50, 0))))
+    monkeypatch.setitem(weights.QF_OFFSETS_BY_FILE, weights.COMPACT_SHA256, ((10, 4), (50, 0)))
     assert weights.decoder_qf("compact", 10) == 14 and weights.decoder_qf("compact", 30) == 32
     assert weights.decoder_qf("compact", 5) == 9 and weights.decoder_qf("compact", 90) == 90
     assert weights.decoder_qf("fbcnn_color", 30) == 30  # the official models are used as released
     assert weights.decoder_qf("/some/file.pth", 30) == 30
+    if weights.status("compact") == "bundled":   # the offsets travel with the file
+        assert weights.decoder_qf(str(weights.model_path("compact")), 10) == 14
 
 
-def test_engine_conditions_the_decoder_on_the_calibrated_qf(eng, monkeypatch):
+def test_engine_conditions_the_decoder_on_the_calibrated_qf(eng, monkeypatch, tmp_path):
     if weights.status("compact") != "bundled":
         pytest.skip("no bundled compact model")
-    e = weights.REGISTRY["compact"]
-    monkeypatch.setitem(weights.REGISTRY, "compact", dataclasses.replace(e, qf_offsets=((10, 6),)))
+    monkeypatch.setitem(weights.QF_OFFSETS_BY_FILE, weights.COMPACT_SHA256, ((10, 6),))
     img = blocky(64, 64, qf=10)
     path = str(weights.model_path("compact"))
     res = eng.restore(img, model="compact", qf=10)
     assert res.qf_used == 10  # what the user sees stays the JPEG quality
-    assert np.array_equal(res.pixels, eng.restore(img, model=path, qf=16).pixels)
-    assert not np.array_equal(res.pixels, eng.restore(img, model=path, qf=10).pixels)
+    # The same file by path restores the same: the offsets belong to the file, not its name.
+    assert np.array_equal(res.pixels, eng.restore(img, model=path, qf=10).pixels)
+    # The same weights in another file (other bytes) carry no offsets: QF 16 there is
+    # what QF 10 is for the calibrated file.
+    other = tmp_path / "resaved.pth"
+    torch.save(weights.load_state_dict("compact"), other)
+    if weights.sha256_file(other) == weights.COMPACT_SHA256:
+        pytest.skip("torch.save wrote the same bytes")
+    assert np.array_equal(res.pixels, eng.restore(img, model=str(other), qf=16).pixels)
+    assert not np.array_equal(res.pixels, eng.restore(img, model=str(other), qf=10).pixels)
 
 
 # ---------------------------------------------------------------- runtimes

@@ -381,3 +381,26 @@ def test_offline_download_fails_fast_with_the_manual_way(tmp_path, monkeypatch, 
     assert "place the file at" in str(info.value) and str(tmp_path / "cache") in str(info.value)
     assert cli.main(["download", "tiny"]) == 2
     assert "does not resolve" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("unshare") is None,
+                    reason="needs root and unshare to mount a small tmpfs in a private namespace")
+def test_a_full_disk_fails_that_file_cleanly_and_leaves_no_part_of_it(tmp_path, model_file):
+    """The output folder is a 64 KiB tmpfs (in a private mount namespace, gone with the
+    process): the first PNG fits, the big second one does not. It is reported, the exit
+    code says a file failed, and no partial or temporary file is left."""
+    small = jpeg(tmp_path / "a-small.jpg")
+    big = tmp_path / "b-big.png"
+    Image.fromarray(np.random.default_rng(1).integers(0, 256, (256, 256, 3), np.uint8)).save(big)
+    out = tmp_path / "full"
+    out.mkdir()
+    script = (f"mount -t tmpfs -o size=64k tmpfs {out} && "
+              f"{sys.executable} -m core restore {small} {big} --out-dir {out} --model {model_file} "
+              f"--qf 50 --device cpu; rc=$?; echo LEFT:; ls -A {out}; exit $rc")
+    r = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", script], cwd=ROOT,
+                       capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "FBCNN_MODEL_DIR": str(tmp_path / "cache")})
+    assert r.returncode == 1, r.stderr
+    assert "b-big" in r.stderr and "No space left on device" in r.stderr, r.stderr
+    left = r.stdout.split("LEFT:", 1)[1].split()
+    assert left == ["a-small.png"], r.stdout   # only the whole small result remains

@@ -469,11 +469,9 @@ def check_sane(model, label: str) -> None:
 
 def file_key(path_or_name) -> str:
     """The sha256 of a model's file, without reading its tensors: the registry's pin for
-    a verified registry model, else the file hashed (a few ms for the compact model)."""
-    path, _ = resolve(path_or_name)
-    if isinstance(path_or_name, str) and path_or_name in REGISTRY and entry(path_or_name).sha256:
-        return entry(path_or_name).sha256
-    return sha256_file(path)
+    a verified registry model, else the file hashed once per version (_known_key)."""
+    path, _ = resolve(path_or_name)   # verifies a registry file, or says what is missing
+    return _known_key(path_or_name) or sha256_file(path)
 
 
 def load_model(path_or_name) -> "FBCNN":

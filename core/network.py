@@ -103,20 +103,20 @@ class FBCNN(nn.Module):
         self.config = Config(in_nc, out_nc, nc, nb, qf_nc, bool(residual), int(qf_experts))
         if residual and in_nc != out_nc:
             raise ValueError("a global residual needs in_nc == out_nc")
-        self.nb = nb
+        n = self.config.blocks()
         self.m_head = _conv(in_nc, nc[0])
-        self.m_down1 = _down(nb, nc[0], nc[1])
-        self.m_down2 = _down(nb, nc[1], nc[2])
-        self.m_down3 = _down(nb, nc[2], nc[3])
-        self.m_body_encoder = nn.Sequential(*[ResBlock(nc[3]) for _ in range(nb)])
-        self.m_body_decoder = nn.Sequential(*[ResBlock(nc[3]) for _ in range(nb)])
-        self.m_up3 = _up(nb, nc[3], nc[2])
-        self.m_up2 = _up(nb, nc[2], nc[1])
-        self.m_up1 = _up(nb, nc[1], nc[0])
+        self.m_down1 = _down(n["scale1"], nc[0], nc[1])
+        self.m_down2 = _down(n["scale2"], nc[1], nc[2])
+        self.m_down3 = _down(n["scale3"], nc[2], nc[3])
+        self.m_body_encoder = nn.Sequential(*[ResBlock(nc[3]) for _ in range(n["body"])])
+        self.m_body_decoder = nn.Sequential(*[ResBlock(nc[3]) for _ in range(n["body"])])
+        self.m_up3 = _up(n["scale3"], nc[3], nc[2])
+        self.m_up2 = _up(n["scale2"], nc[2], nc[1])
+        self.m_up1 = _up(n["scale1"], nc[1], nc[0])
         self.m_tail = _conv(nc[0], out_nc)
         # Indices 4 and 5 (pooling, flatten) hold no parameters but keep upstream's key numbering.
         self.qf_pred = nn.Sequential(
-            *[ResBlock(nc[3]) for _ in range(nb)],
+            *[ResBlock(nc[3]) for _ in range(n["qf_head"])],
             nn.AdaptiveAvgPool2d((1, 1)), nn.Flatten(),
             nn.Linear(nc[3], qf_nc), nn.ReLU(inplace=True),
             nn.Linear(qf_nc, qf_nc), nn.ReLU(inplace=True),

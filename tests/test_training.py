@@ -1,6 +1,7 @@
 """The training scripts: degradations, a resumable run, batch workers, the QF-head stage."""
 import json
 import random
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -93,6 +94,29 @@ def test_deepen_adds_a_block_per_stage_and_keeps_the_trained_function():
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
 
+def test_deepen_chosen_stages_of_a_model_with_qf_experts_keeps_its_function():
+    torch.manual_seed(0)
+    src = build(replace(SMALL, qf_experts=2))
+    for k in (1, 2, 3):
+        torch.nn.init.zeros_(getattr(src, f"to_beta_{k}")[0].weight)
+        torch.nn.init.zeros_(getattr(src, f"to_beta_{k}")[0].bias)
+    for d in src.qf_delta:  # trained experts: non-zero deltas that must land on their convs
+        torch.nn.init.normal_(d, std=0.05)
+    sd = deepen.deepen(src.state_dict(), {"scale3": 2, "body": 1})
+    deeper = build(config_from_state_dict(sd))
+    assert deeper.config.nb == (1, 1, 3, 2, 1) and deeper.config.qf_experts == 2
+    deeper.load_state_dict(sd, strict=True)
+    x, q = torch.rand(1, 3, 40, 48), torch.tensor([[0.6]])
+    for a, b in zip(_outputs(src, x, q), _outputs(deeper, x, q)):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    # A new conv's deltas start at zero but learn: its mixing rows are not zero (the first
+    # conv of a new block gets gradients once the zero second conv has moved).
+    loss = deeper.train()(x, qf_input=q)[0].square().mean()
+    loss.backward()
+    new = [i for i, c in enumerate(deeper._expert_convs()) if c is deeper.m_up3[3].res[2]]
+    assert deeper.qf_delta[new[0]].grad.abs().sum() > 0
+
+
 def test_ship_writes_half_precision_that_loads_as_the_same_model(tmp_path):
     torch.manual_seed(0)
     src = build(SMALL)
@@ -138,8 +162,6 @@ def test_init_gives_a_model_without_experts_zero_experts(tmp_path, datasets):
     assert config_from_state_dict(sd).qf_experts == 2
     assert all(not sd[k].any() for k in sd if k.startswith("qf_delta."))
     assert all(torch.equal(sd[k], v) for k, v in start.state_dict().items())
-    with pytest.raises(ValueError, match="before it gets QF experts"):
-        deepen.deepen(sd)
 
 
 def test_loss_power_weights_samples_by_their_jpeg_error():

@@ -864,6 +864,9 @@ class TorchChoice:
     reuse_base: bool              # venv with --system-site-packages sees the base's torch
     reasons: list = field(default_factory=list)
     base_torch: dict | None = None
+    # The site-packages of a venv given with --python whose torch is reused: `venv
+    # --system-site-packages` reaches only a venv's base, so the new venv links it by a .pth.
+    linked_site: str | None = None
 
     @property
     def gpu(self) -> bool:
@@ -949,7 +952,7 @@ def base_torch_suits(kind: str, info: dict | None) -> tuple:
 
 
 def choose_torch(requested: str, index_override: str | None, base_python: str,
-                 probes: Probes | None = None) -> TorchChoice:
+                 probes: Probes | None = None, given_python: str | None = None) -> TorchChoice:
     """Which torch build to use, where pip gets it, and whether the base's torch can be reused."""
     probes = probes or Probes()
     reasons = []
@@ -995,16 +998,26 @@ def choose_torch(requested: str, index_override: str | None, base_python: str,
 
     base = probes.base_torch(base_python)
     suits, why = base_torch_suits(kind, base)
+    linked = None
+    if not suits and given_python and given_python != base_python:
+        # A venv given with --python (or running the installer) that has a fitting torch.
+        own = probes.base_torch(given_python)
+        own_suits, own_why = base_torch_suits(kind, own)
+        if own_suits and own.get("file"):
+            base, suits = own, True
+            why = own_why.replace("the base Python", f"the venv of {given_python}")
+            linked = str(Path(own["file"]).parent.parent)
     reuse = suits and not index_override
     if reuse:
-        reasons.append(why + ": the venv reuses it (--system-site-packages), nothing is downloaded")
+        how = f"a .pth link to {linked}" if linked else "--system-site-packages"
+        reasons.append(why + f": the venv reuses it ({how}), nothing is downloaded")
     else:
         if suits and index_override:
             why += ", but --torch-index-url asks for a fresh install"
         reasons.append(why + f": pip installs torch from {index or 'PyPI'}")
         if not base:
             reasons.append("(a Python that already has torch can be reused instead: --python PATH)")
-    return TorchChoice(kind, index, reuse, reasons, base)
+    return TorchChoice(kind, index, reuse, reasons, base, linked if reuse else None)
 
 
 # ============================================================== models
@@ -1235,9 +1248,10 @@ def krita_running() -> bool:
 
 
 def make_plan(args, probes: Probes | None = None) -> Plan:
-    base_python = base_interpreter(args.python or sys.executable)
+    given_python = args.python or sys.executable
+    base_python = base_interpreter(given_python)
     venv = Path(args.venv).expanduser().resolve() if args.venv else default_venv()
-    torch = choose_torch(args.torch, args.torch_index_url, base_python, probes)
+    torch = choose_torch(args.torch, args.torch_index_url, base_python, probes, given_python)
     models, why = parse_models(args.models, torch.gpu, args.no_download)
     gimp = [] if args.no_gimp else find_gimp_targets(args.gimp_dir or ())
     krita = [] if args.no_krita else find_krita_targets(args.krita_dir or (), args.kritarc)
@@ -1270,7 +1284,8 @@ def print_plan(plan: Plan) -> None:
     say(f"  virtual env      {plan.venv} ({'reuse' if plan.venv_exists else 'create'})")
     t = plan.torch
     say(f"  torch            {t.kind.upper()} build, "
-        + ("reused from the base Python" if t.reuse_base else f"from {t.index_url or 'PyPI'}"))
+        + (f"reused from {t.linked_site}" if t.linked_site else
+           "reused from the base Python" if t.reuse_base else f"from {t.index_url or 'PyPI'}"))
     for r in t.reasons:
         say(f"                   - {r}")
     say(f"  project          pip install {REPO} (core + bundled compact model, `fbcnn` CLI)")
@@ -1307,6 +1322,8 @@ def ensure_venv(plan: Plan, manifest: Manifest) -> Path:
         rc, out = run_capture([vpy, "-c", "import sys; print(sys.version)"], timeout=60)
         if rc == 0:
             say(f"  reusing {plan.venv} (Python {out.strip().split()[0]})")
+            if plan.torch.linked_site:
+                link_site(vpy, plan.torch.linked_site)
             if plan.torch.reuse_base and not _venv_sees_system(plan.venv):
                 say("  note: this venv does not see the base Python's packages; torch is installed into it")
             return vpy
@@ -1337,7 +1354,24 @@ def ensure_venv(plan: Plan, manifest: Manifest) -> Path:
         raise SystemExit("Creating the virtual environment failed. On Debian/Ubuntu the base "
                          "Python may need `apt install python3-venv`; or pass --python.")
     manifest.add_tree(plan.venv)
+    if plan.torch.linked_site:
+        link_site(vpy, plan.torch.linked_site)
     return vpy
+
+
+LINK_PTH = "fbcnn-linked-torch.pth"
+
+
+def link_site(vpy: Path, site: str) -> None:
+    """Let the venv import what another venv's site-packages holds (its torch): a folder
+    named in a .pth file is added to sys.path after the venv's own packages."""
+    rc, out = run_capture([vpy, "-I", "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                          timeout=60)
+    if rc != 0:
+        raise SystemExit(f"The new venv's Python does not run: {(out or '').strip()[-500:]}")
+    own = Path(out.strip().splitlines()[-1])
+    (own / LINK_PTH).write_text(site + "\n", encoding="utf-8")
+    say(f"  linked {site} into the venv ({own / LINK_PTH})")
 
 
 def base_has_pip(python: str) -> bool:

@@ -72,7 +72,7 @@ def conv_peak_gflops(channels=64, side=256, repeats=10) -> float:
         runs["torch"] = lambda: cl(xl)
     from core import openvino_runtime
     if openvino_runtime.installed():
-        import openvino as ov
+        ov = openvino_runtime.openvino()
         with torch.no_grad():
             ir = ov.convert_model(conv, example_input=x)
         bf16 = engine_mod.low_precision("cpu") == "bf16"

@@ -37,10 +37,20 @@ def installed() -> bool:
     return importlib.util.find_spec("openvino") is not None
 
 
+def openvino():
+    """The openvino module, imported without its usage reporting. Importing OpenVINO
+    writes ~/intel, and converting a model reports to Google Analytics, unless the user
+    opted out with Intel's tool; someone restoring a photo in GIMP never agreed to that.
+    A None in sys.modules makes `import openvino_telemetry` fail, and OpenVINO then uses
+    its own stand-in, as when that package is not installed."""
+    sys.modules.setdefault("openvino_telemetry", None)
+    import openvino as ov
+    return ov
+
+
 @functools.lru_cache(maxsize=None)
 def _core():
-    import openvino as ov
-    return ov.Core()
+    return openvino().Core()
 
 
 def ov_devices(lister=None) -> list[str]:
@@ -82,7 +92,7 @@ def cache_dir() -> pathlib.Path:
 def ir_name(weights_key: str) -> str:
     """The cache name of a conversion: the weights, our network code and OpenVINO's
     version, so that a change to any of them converts again."""
-    import openvino as ov
+    ov = openvino()
     h = hashlib.sha256(ov.__version__.encode())
     for name in NETWORK_SOURCES:
         h.update((pathlib.Path(__file__).with_name(name)).read_bytes())
@@ -102,7 +112,7 @@ def model_key(net) -> str:
 def convert(net, path: pathlib.Path) -> None:
     """torch -> OpenVINO IR at path (.xml, .bin and the architecture in .json), written
     so that a reader never sees half of it (the .json, written last, marks it done)."""
-    import openvino as ov
+    ov = openvino()
     import torch
 
     class Restore(torch.nn.Module):

@@ -1,6 +1,10 @@
 """The tiled engine: tiling agreement, grid alignment, dtypes, alpha, QF, OOM ladder, cancel."""
 import dataclasses
 import io
+import os
+import pathlib
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -10,6 +14,8 @@ from PIL import Image
 from core import devices, engine, tiling, weights
 from core.engine import Engine
 from tests.conftest import runtimes
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 
 def blocky(h=200, w=232, qf=15, seed=0, gray=False):
@@ -314,6 +320,20 @@ def test_openvino_converts_once_per_weights_and_serves_every_qf_and_size(model_p
     with torch.no_grad():
         changed.m_tail.bias += 0.01       # other weights: another conversion
     assert ovr.model_key(changed) != ovr.model_key(net)
+
+
+@needs_openvino
+def test_converting_sends_no_telemetry_and_writes_nothing_in_home(model_path, tmp_path):
+    """OpenVINO's converter phones home and writes ~/intel unless told otherwise; a fresh
+    process (not the test run's, where CI=true may switch that off) must do neither."""
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {k: v for k, v in os.environ.items() if k not in ("CI", "TF_BUILD", "JENKINS_URL")}
+    env.update(HOME=str(home), FBCNN_CACHE_DIR=str(tmp_path / "cache"))
+    code = ("import sys; from core import weights, openvino_runtime as o; "
+            "o.CompiledNet(weights.load_model(sys.argv[1]))")
+    subprocess.run([sys.executable, "-c", code, str(model_path)], env=env, cwd=ROOT, check=True, timeout=600)
+    assert list((tmp_path / "cache").rglob("fbcnn-*.xml")) and list(home.iterdir()) == []
 
 
 def test_intel_accelerators_are_offered_and_chosen_only_when_present():

@@ -489,8 +489,9 @@ def test_pin_when_path_python3_lacks_gi(tmp_path, monkeypatch):
 
 class FakeProbes(installer.Probes):
     def __init__(self, nvidia=(False, None, "no nvidia-smi on PATH"), rocm=(False, "no ROCm"),
-                 machine="x86_64", base=None):
+                 machine="x86_64", base=None, pythons=None):
         self._nv, self._rocm, self._machine, self._base = nvidia, rocm, machine, base
+        self._pythons = pythons or {}
 
     def nvidia(self):
         return self._nv
@@ -502,7 +503,7 @@ class FakeProbes(installer.Probes):
         return self._machine
 
     def base_torch(self, python):
-        return self._base
+        return self._pythons.get(python, self._base)
 
 
 CPU_TORCH = {"version": "2.13.0+cpu", "cuda": None, "hip": None, "mps": False}
@@ -555,6 +556,38 @@ def test_explicit_choice_and_index_override(monkeypatch):
     old = {"version": "1.13.1", "cuda": None, "hip": None, "mps": False}
     c = installer.choose_torch("cpu", None, "py", FakeProbes(base=old))
     assert not c.reuse_base and "outside" in " ".join(c.reasons)
+
+
+def test_a_venv_python_with_torch_is_reused_through_a_link(monkeypatch):
+    """`--python VENV/bin/python`: `venv --system-site-packages` would reach only that venv's
+    base, which has no torch here; the new venv links the given venv's site-packages."""
+    monkeypatch.setattr(sys, "platform", "linux")
+    mine = dict(CPU_TORCH, file="/home/u/env/lib/python3.11/site-packages/torch/__init__.py")
+    probes = FakeProbes(pythons={"/home/u/env/bin/python": mine})
+    c = installer.choose_torch("auto", None, "/usr/bin/python3", probes, "/home/u/env/bin/python")
+    assert c.reuse_base and c.linked_site == "/home/u/env/lib/python3.11/site-packages"
+    assert "the venv of /home/u/env/bin/python already has torch" in " ".join(c.reasons)
+    assert "nothing is downloaded" in " ".join(c.reasons)
+    # The base's own torch comes first: no link when it fits.
+    probes = FakeProbes(base=CPU_TORCH, pythons={"/home/u/env/bin/python": mine})
+    c = installer.choose_torch("auto", None, "/usr/bin/python3", probes, "/home/u/env/bin/python")
+    assert c.reuse_base and c.linked_site is None
+    # A fresh install asked for: nothing linked.
+    probes = FakeProbes(pythons={"/home/u/env/bin/python": mine})
+    c = installer.choose_torch("auto", "http://mirror/simple", "/usr/bin/python3", probes, "/home/u/env/bin/python")
+    assert not c.reuse_base and c.linked_site is None
+
+
+def test_link_site_makes_another_folder_importable_in_a_real_venv(tmp_path):
+    other = tmp_path / "other-site"
+    other.mkdir()
+    (other / "linked_probe.py").write_text("VALUE = 42\n")
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(tmp_path / "venv")], check=True)
+    vpy = installer.venv_python(tmp_path / "venv")
+    installer.link_site(vpy, str(other))
+    out = subprocess.run([str(vpy), "-I", "-c", "import linked_probe; print(linked_probe.VALUE)"],
+                         capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "42"
 
 
 def test_real_probes_find_fake_gpu_tools_on_path(tmp_path, monkeypatch):

@@ -46,15 +46,21 @@ MAX_MEGAPIXELS = 500
 
 
 def read(path, max_megapixels: float = MAX_MEGAPIXELS) -> Picture:
-    path = pathlib.Path(path)
-    guard, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None   # ours replaces it
+    # Pillow checks its own guard again while decoding (TIFF does); ours, on the header,
+    # has already decided by then.
+    guard, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+    try:
+        return _read(pathlib.Path(path), max_megapixels)
+    finally:
+        Image.MAX_IMAGE_PIXELS = guard
+
+
+def _read(path: pathlib.Path, max_megapixels: float) -> Picture:
     try:
         im = Image.open(path)   # reads the header only: the size is known, nothing decoded
     except UnidentifiedImageError:
         _refuse_float_tiff(path)   # Pillow can't open float RGB TIFFs at all
         raise
-    finally:
-        Image.MAX_IMAGE_PIXELS = guard
     megapixels = im.width * im.height / 1e6
     if megapixels > max_megapixels:
         im.close()

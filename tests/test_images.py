@@ -228,3 +228,15 @@ def test_the_decompression_bomb_guard_names_its_option(tmp_path):
     wide = tmp_path / "wide.png"
     Image.new("L", (20000, 9000)).save(wide)          # 180 MP
     assert images.read(wide).pixels.shape == (9000, 20000, 1)
+
+
+
+def test_pillows_guard_while_decoding_a_tiff_does_not_overrule_ours(tmp_path, monkeypatch):
+    """Pillow checks its guard again when it decodes an RGB TIFF strip and refuses above
+    twice its limit: a 400 MP TIFF from tifffile (one strip) failed so. A lowered Pillow
+    limit stands in for the 358 MP that a real case needs."""
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    path = tmp_path / "one-strip.tif"
+    tifffile.imwrite(path, np.zeros((48, 64, 3), np.uint8))          # 3072 px > 2 x 1000
+    assert images.read(path).pixels.shape == (48, 64, 3)
+    assert Image.MAX_IMAGE_PIXELS == 1000

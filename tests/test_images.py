@@ -230,7 +230,6 @@ def test_the_decompression_bomb_guard_names_its_option(tmp_path):
     assert images.read(wide).pixels.shape == (9000, 20000, 1)
 
 
-
 def test_pillows_guard_while_decoding_a_tiff_does_not_overrule_ours(tmp_path, monkeypatch):
     """Pillow checks its guard again when it decodes an RGB TIFF strip and refuses above
     twice its limit: a 400 MP TIFF from tifffile (one strip) failed so. A lowered Pillow

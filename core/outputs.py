@@ -82,6 +82,23 @@ def write_atomically(dst: pathlib.Path, write: Callable[[pathlib.Path], None]) -
     tmp = pathlib.Path(name)
     try:
         write(tmp)
+        # mkstemp makes the file private (0600); a result is an ordinary file, readable
+        # as the user's umask says, like one that was written directly.
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, dst)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _umask() -> int:
+    """The process's umask, read without changing it where Linux says it (os.umask can
+    only be read by setting it, which races with other threads creating files)."""
+    try:
+        for line in pathlib.Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask

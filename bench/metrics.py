@@ -1,16 +1,22 @@
 """Shared measuring helpers for the benchmarks (and the training log)."""
 from __future__ import annotations
 
+import io
 import math
 import pathlib
 
 import numpy as np
 from PIL import Image
 
-from training.degrade import jpeg
-
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared" / "datasets"
+
+
+def jpeg(rgb: np.ndarray, qf: int) -> np.ndarray:
+    """Encode/decode through libjpeg with 4:2:0 chroma, as real JPEGs do."""
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, "JPEG", quality=int(qf), subsampling=2)
+    return np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))
 
 
 def psnr(a: np.ndarray, b: np.ndarray, peak: float = 255.0) -> float:

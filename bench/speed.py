@@ -24,7 +24,7 @@ from core import engine as engine_mod
 from core.engine import Engine
 from core.network import FBCNN, Config, build, flops_per_pixel
 from core.weights import COMPACT_CONFIG, status
-from tests.det_init import det_init_v2
+from bench.det_init import det_init_v2
 
 
 def reset_peak():

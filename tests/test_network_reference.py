@@ -7,7 +7,7 @@ import torch
 
 from core.network import FBCNN, Config, config_from_state_dict
 from tests.conftest import shared_path
-from tests.det_init import det_init_v1, det_init_v2
+from bench.det_init import det_init_v1, det_init_v2
 
 
 SPECS = {"det-init-v1": (det_init_v1, 3.0, "", 1e-4), "det-init-v2": (det_init_v2, 1.0, "det-init-v2/", 2e-5)}

@@ -175,3 +175,18 @@ def test_loss_power_weights_samples_by_their_jpeg_error():
     y2 = torch.stack([torch.full((3, 8, 8), 0.0), torch.full((3, 8, 8), 0.04)])
     # The same total L1 costs more on the lightly compressed sample.
     assert train.image_loss(y2[[1, 0]], gt, lq, 0.5) > train.image_loss(y2, gt, lq, 0.5)
+
+
+def test_experiments_stand_apart_from_the_product_and_the_tests():
+    """bench/ measures the product; training/ may use bench/'s measures, never the other
+    way, and neither reaches into tests/ (issue #19)."""
+    import ast
+    import pathlib
+    root = pathlib.Path(__file__).resolve().parent.parent
+    for folder, banned in (("bench", ("training", "tests")), ("training", ("tests",)), ("core", ("bench", "training", "tests"))):
+        for path in (root / folder).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text())):
+                names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                    [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+                bad = [n for n in names if n.split(".")[0] in banned]
+                assert not bad, f"{path.relative_to(root)} imports {bad}"

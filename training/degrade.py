@@ -1,20 +1,14 @@
 """JPEG degradations used for training (paper's recipe), built on Pillow's libjpeg."""
 from __future__ import annotations
 
-import io
 import random
 
 import numpy as np
-from PIL import Image
+
+# The JPEG round trip is the benchmarks' own, so training and measuring degrade alike.
+from bench.metrics import jpeg  # noqa: F401 - re-exported for training.data and the tests
 
 QF_GRID = (10, 20, 30, 40, 50, 60, 70)
-
-
-def jpeg(rgb: np.ndarray, qf: int) -> np.ndarray:
-    """Encode/decode through libjpeg with 4:2:0 chroma, as real JPEGs do."""
-    buf = io.BytesIO()
-    Image.fromarray(rgb).save(buf, "JPEG", quality=int(qf), subsampling=2)
-    return np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))
 
 
 def draw_qf(rng: random.Random) -> int:

@@ -45,7 +45,9 @@ GIMP_PROCEDURE = "plug-in-fbcnn-remove-jpeg-artifacts"
 KRITA_PLUGIN = "fbcnn_krita"
 GIMP_FLATPAK = "org.gimp.GIMP"
 KRITA_FLATPAK = "org.kde.krita"
-CLIENT_NAME = "fbcnn_client.py"
+# The shared front-end package (core/frontend in the repo), copied into each plug-in's
+# folder under this name; both plug-ins import it so.
+FRONTEND_NAME = "fbcnn_frontend"
 MANIFEST_VERSION = 1
 # User-facing model choices -> registry names (docs/contracts.md).
 MODEL_CHOICES = {"color": "fbcnn_color", "gray": "fbcnn_gray", "gray-double": "fbcnn_gray_double"}
@@ -514,8 +516,8 @@ class Target:
         return self.root / "pykrita" / KRITA_PLUGIN
 
     @property
-    def client_path(self) -> Path:
-        return self.plugin_dir / CLIENT_NAME
+    def frontend_path(self) -> Path:
+        return self.plugin_dir / FRONTEND_NAME
 
     def label(self) -> str:
         return {"native": "", "flatpak": " (Flatpak)", "custom": " (given)"}[self.kind]
@@ -1118,13 +1120,16 @@ def venv_info(vpy: Path) -> dict:
 
 # ============================================================== self-check (through the plug-ins' client)
 
-# Runs in the base Python, importing the client file the plug-ins import.
+# Runs in the base Python, importing the front-end package the plug-ins import.
 SELF_CHECK_CODE = r"""
-import importlib.util, json, math, sys
-path = sys.argv[1]
-spec = importlib.util.spec_from_file_location("fbcnn_client", path)
-client = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(client)
+import importlib, importlib.util, json, math, os, sys
+package = sys.argv[1]
+spec = importlib.util.spec_from_file_location("fbcnn_frontend", os.path.join(package, "__init__.py"),
+                                              submodule_search_locations=[package])
+sys.modules["fbcnn_frontend"] = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(sys.modules["fbcnn_frontend"])
+client = importlib.import_module("fbcnn_frontend.client")
+path = client.__file__
 W, H = 64, 48
 px = bytearray()
 for y in range(H):
@@ -1171,11 +1176,12 @@ print(json.dumps(out))
 """
 
 
-def self_check(client_file: Path, base_python: str, timeout: float = 300.0, qf: int = 20) -> dict:
-    """Start the worker through the plug-ins' own client and restore a built-in sample."""
+def self_check(frontend: Path, base_python: str, timeout: float = 300.0, qf: int = 20) -> dict:
+    """Start the worker through the plug-ins' own client (`frontend`: the package's
+    folder) and restore a built-in sample."""
     # -I: ignore PYTHONPATH and the cwd, exactly like an editor's embedded Python would
     # not see our repo; -B: no __pycache__ left in the plug-in folder.
-    rc, out = run_capture([base_python, "-I", "-B", "-c", SELF_CHECK_CODE, str(client_file),
+    rc, out = run_capture([base_python, "-I", "-B", "-c", SELF_CHECK_CODE, str(frontend),
                            str(timeout), str(qf)], timeout=timeout + 60, cwd=tempfile.gettempdir())
     res = last_json_line(out or "")
     if not res:
@@ -1209,7 +1215,7 @@ def plugin_sources() -> dict:
     return {"gimp": REPO / "gimp_plugin" / GIMP_PLUGIN,
             "krita_dir": REPO / "krita_plugin" / KRITA_PLUGIN,
             "krita_desktop": REPO / "krita_plugin" / f"{KRITA_PLUGIN}.desktop",
-            "client": REPO / "core" / "client.py"}
+            "frontend": REPO / "core" / "frontend"}
 
 
 def flatpak_override_command(app: str) -> str:
@@ -1271,8 +1277,8 @@ def make_plan(args, probes: Probes | None = None) -> Plan:
         problems.append(f"the GIMP plug-in source {sources['gimp'] / (GIMP_PLUGIN + '.py')} is missing")
     if krita and not (sources["krita_desktop"].is_file() and sources["krita_dir"].is_dir()):
         problems.append(f"the Krita plug-in source {sources['krita_dir']} (+ .desktop) is missing")
-    if not sources["client"].is_file():
-        problems.append(f"the client {sources['client']} is missing")
+    if not (sources["frontend"] / "client.py").is_file():
+        problems.append(f"the front-end package {sources['frontend']} is missing")
     return Plan(base_python, venv, venv_python(venv).exists(), torch, models, why,
                 model_url_base(args.model_url_base), gimp, krita, pin, pin_why, configs,
                 flatpak_cmds, sources, Manifest.load(manifest_path()).exists(), problems)
@@ -1522,14 +1528,24 @@ def download_models(vpy: Path, plan: Plan, manifest: Manifest, info: dict) -> li
     return problems
 
 
+def place_frontend(src: Path, plugin_dir: Path) -> Path:
+    """The shared front-end package into a plug-in's folder (which the manifest owns as
+    a whole), as the plug-ins import it; the host tests place it with this too."""
+    dst = plugin_dir / FRONTEND_NAME
+    if dst.exists():
+        shutil.rmtree(dst)
+    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.pyo"))
+    return dst
+
+
 def install_gimp(target: Target, plan: Plan, manifest: Manifest) -> list:
     src = plan.sources["gimp"]
     files = copy_tree(src, target.plugin_dir, manifest)
-    shutil.copy2(plan.sources["client"], target.client_path)
+    place_frontend(plan.sources["frontend"], target.plugin_dir)
     main = target.plugin_dir / f"{GIMP_PLUGIN}.py"
     # GIMP silently skips a plug-in that is not executable.
     main.chmod(main.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
-    notes = [f"{len(files) + 1} files in {target.plugin_dir}"]
+    notes = [f"{len(files) + len(list(target.frontend_path.rglob('*.py')))} files in {target.plugin_dir}"]
     if plan.gimp_pin and target.kind != "flatpak":
         interp = target.root / "interpreters" / "python3.interp"
         want = interp_text(plan.gimp_pin)
@@ -1544,7 +1560,7 @@ def install_gimp(target: Target, plan: Plan, manifest: Manifest) -> list:
 def install_krita(target: Target, plan: Plan, manifest: Manifest) -> list:
     pykrita = target.root / "pykrita"
     copy_tree(plan.sources["krita_dir"], target.plugin_dir, manifest)
-    shutil.copy2(plan.sources["client"], target.client_path)
+    place_frontend(plan.sources["frontend"], target.plugin_dir)
     manual = plan.sources["krita_desktop"].parent / "Manual.html"
     if manual.is_file():
         # The .desktop names Manual.html; Krita's plug-in manager looks inside the package.
@@ -1586,14 +1602,13 @@ def link_cli(vpy: Path, plan: Plan, manifest: Manifest):
 
 
 def choose_client(plan: Plan, core_path: str | None) -> Path | None:
-    for t in plan.gimp + plan.krita:
-        if t.kind != "flatpak" and t.client_path.is_file():
-            return t.client_path
-    for t in plan.gimp + plan.krita:
-        if t.client_path.is_file():
-            return t.client_path
-    if core_path and Path(core_path, "core", "client.py").is_file():
-        return Path(core_path, "core", "client.py")
+    """The front-end package a plug-in imports (its folder), for the self-check."""
+    placed = [t for t in plan.gimp + plan.krita if (t.frontend_path / "client.py").is_file()]
+    placed.sort(key=lambda t: t.kind == "flatpak")   # a native one first
+    if placed:
+        return placed[0].frontend_path
+    if core_path and Path(core_path, "core", "frontend", "client.py").is_file():
+        return Path(core_path, "core", "frontend")
     return None
 
 
@@ -1861,7 +1876,7 @@ def check(args, probes: Probes | None = None) -> int:
     krita = find_krita_targets(args.krita_dir or (), args.kritarc)
     for t in gimp:
         main = t.plugin_dir / f"{GIMP_PLUGIN}.py"
-        ok = main.is_file() and os.access(main, os.X_OK) and t.client_path.is_file()
+        ok = main.is_file() and os.access(main, os.X_OK) and (t.frontend_path / "client.py").is_file()
         say(f"  {t.title():<16} {t.plugin_dir}: {'ok' if ok else 'MISSING or not executable'}")
         if t.note:
             say(f"{'':19}note: {t.note}")
@@ -1872,7 +1887,7 @@ def check(args, probes: Probes | None = None) -> int:
             say(f"                 {interp}: {interp.read_text().strip()}")
     for t in krita:
         desktop = t.root / "pykrita" / f"{KRITA_PLUGIN}.desktop"
-        ok = desktop.is_file() and t.client_path.is_file()
+        ok = desktop.is_file() and (t.frontend_path / "client.py").is_file()
         text = t.kritarc.read_text(encoding="utf-8") if t.kritarc and t.kritarc.is_file() else ""
         enabled = ini_get(text, "python", f"enable_{KRITA_PLUGIN}") == "true"
         say(f"  {t.title():<16} {t.plugin_dir}: {'ok' if ok else 'MISSING'}; "

@@ -24,7 +24,7 @@ import numpy as np
 from PIL import Image
 
 from bench.roundtrip import ROOT, test_image
-from core.client import Worker, pixel_format
+from core.frontend.client import Worker, pixel_format
 
 REGIONS = {"GIMP": (200 + 2 * 32, 200 + 2 * 32), "Krita": (384 + 2 * 32, 288 + 2 * 32)}
 

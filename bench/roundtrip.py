@@ -21,7 +21,7 @@ import numpy as np
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from core.client import Worker, pixel_format  # noqa: E402
+from core.frontend.client import Worker, pixel_format  # noqa: E402
 from core.engine import Engine  # noqa: E402
 from core import weights  # noqa: E402
 

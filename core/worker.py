@@ -21,8 +21,8 @@ import traceback
 
 import numpy as np
 
-from core.client import (DTYPES, ORDERS, FrameError, frame_nbytes, read_frame, skip,
-                         write_frame)
+from core.frontend.protocol import (DTYPES, ORDERS, PROTOCOL_VERSION, FrameError, frame_nbytes,
+                                    read_frame, skip, write_frame)
 
 log = logging.getLogger("fbcnn.worker")
 
@@ -417,7 +417,7 @@ class Server:
         from importlib.metadata import version
         from core import weights
         models = []
-        for name, entry in getattr(weights, "REGISTRY", {}).items():
+        for name, entry in weights.REGISTRY.items():
             try:
                 state = weights.status(name)
                 path = str(weights.model_path(name))
@@ -429,7 +429,7 @@ class Server:
         devices = available_devices()
         # Which runtime each device uses by default, e.g. {"cpu": "openvino"}.
         runtimes = {d: pick_runtime("auto", d) for d in devices}
-        self.send({"id": rid, "type": "result", "version": VERSION,
+        self.send({"id": rid, "type": "result", "version": VERSION, "protocol": PROTOCOL_VERSION,
                    "python": platform.python_version(), "torch": version("torch"),
                    "devices": devices, "default_device": resolve_device("auto", []),
                    "runtimes": runtimes,

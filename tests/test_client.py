@@ -1,8 +1,7 @@
-"""core.client against real worker processes (and against fake pythons that die or hang)."""
+"""core.frontend.client against real worker processes (and against fake pythons that die or hang)."""
 import json
 import os
 import pathlib
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -12,8 +11,10 @@ import time
 import numpy as np
 import pytest
 
-from core import client, weights
-from core.client import Worker, WorkerError, pixel_format
+import installer
+from core import weights
+from core.frontend import client, texts
+from core.frontend.client import Worker, WorkerError, pixel_format
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
@@ -61,7 +62,7 @@ ISOLATED_SCRIPT = textwrap.dedent("""
             pass
         else:
             raise SystemExit(name + " is importable: the test is not isolated")
-    import fbcnn_client as fc
+    from fbcnn_frontend import client as fc, protocol, regions, texts
     assert "numpy" not in sys.modules and "torch" not in sys.modules
     w = fc.Worker(config=fc.load_config(), timeout=120)
     hello = w.hello()
@@ -79,10 +80,11 @@ ISOLATED_SCRIPT = textwrap.dedent("""
 
 
 def test_client_runs_under_isolated_python_without_numpy(tmp_path, model_path):
-    """The plug-ins' view: client copied as fbcnn_client.py, a Python that has no numpy or torch."""
+    """The plug-ins' view: the front-end package placed by the installer as fbcnn_frontend,
+    imported by a plain `python -I` that has no numpy or torch."""
     plugin_dir = tmp_path / "plugin"
     plugin_dir.mkdir()
-    shutil.copy(ROOT / "core" / "client.py", plugin_dir / "fbcnn_client.py")
+    installer.place_frontend(ROOT / "core" / "frontend", plugin_dir)
     (tmp_path / "check.py").write_text(ISOLATED_SCRIPT)
     config = tmp_path / "frontend.json"
     config.write_text(json.dumps({"python": sys.executable, "core_path": str(ROOT)}))
@@ -94,6 +96,23 @@ def test_client_runs_under_isolated_python_without_numpy(tmp_path, model_path):
     assert not any("site-packages" in p for p in got["paths"])
     assert "cpu" in got["devices"] and got["n"] == 192 and got["same"] and got["qf_used"] == 40
     assert got["progress"][0] == got["progress"][1]
+
+
+def test_a_worker_of_another_protocol_version_is_refused_before_any_work(model_path, monkeypatch):
+    """An old plug-in against a new worker (or the other way): said plainly, nothing sent."""
+    monkeypatch.setattr(client, "PROTOCOL_VERSION", client.PROTOCOL_VERSION + 1)
+    w = Worker(python=sys.executable, core_path=str(ROOT), timeout=120)
+    try:
+        with pytest.raises(WorkerError) as e:
+            w.restore(b"\0" * 48, pixel_format(4, 4, "u8", "RGB"), model=model_path, qf=30)
+        assert e.value.kind == client.VERSION_MISMATCH
+        assert "different versions" in e.value.message and "re-run the installer" in e.value.message
+        text = texts.advice(e.value, "GIMP")
+        assert text.startswith("The plug-in and the worker are from different versions")
+        with pytest.raises(WorkerError):
+            w.hello()
+    finally:
+        w.close()
 
 
 # ---------------------------------------------------------------- restore through the client
@@ -337,7 +356,7 @@ PIPES_SCRIPT = textwrap.dedent("""
     sys.unraisablehook = lambda u: caught.append(repr(u.exc_value))
     root, hangs, dies = sys.argv[1:4]
     sys.path.insert(0, root)
-    from core.client import Worker, WorkerError
+    from core.frontend.client import Worker, WorkerError
     popens = {}
 
     w = Worker(python=sys.executable, core_path=root, timeout=120)

@@ -238,7 +238,7 @@ def test_profiles_of_gimp_30_and_32_are_both_installed_into(fake_home, tmp_path,
     place_everything(make_test_plan(fake_home, fake_sources(tmp_path), gimp, []), manifest)
     for series in ("3.0", "3.2", "3.10"):
         assert (config / series / "plug-ins/fbcnn_gimp/fbcnn_gimp.py").is_file()
-        assert (config / series / "plug-ins/fbcnn_gimp/fbcnn_client.py").is_file()
+        assert (config / series / "plug-ins/fbcnn_gimp/fbcnn_frontend/client.py").is_file()
     assert not (config / "2.10/plug-ins").exists()
     assert installer.main(["--uninstall"]) == 0
     assert snapshot(fake_home) == before
@@ -428,14 +428,8 @@ def test_check_lists_every_editor_with_its_version_and_advice(fake_home, tmp_pat
 
 @pytest.mark.parametrize("plat", ["linux", "win32", "darwin"])
 def test_config_path_agrees_with_the_client(fake_home, tmp_path, monkeypatch, plat):
-    """frontend.json must land where core.client (inside GIMP/Krita) looks for it."""
-    client_file = ROOT / "core" / "client.py"
-    if not client_file.is_file():
-        pytest.skip("core/client.py is not there yet")
-    import importlib.util
-    spec = importlib.util.spec_from_file_location("fbcnn_client_under_test", client_file)
-    client = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(client)
+    """frontend.json must land where the client (inside GIMP/Krita) looks for it."""
+    from core.frontend import client
     monkeypatch.setattr(sys, "platform", plat)
     monkeypatch.setenv("APPDATA", str(tmp_path / "Roaming"))
     monkeypatch.setenv("LOCALAPPDATA", str(tmp_path / "Local"))
@@ -737,7 +731,7 @@ def test_ini_keys_in_other_sections_are_not_touched():
 # ------------------------------------------------------------------ plug-in files, manifest, uninstall
 
 def fake_sources(tmp_path, version="1"):
-    """Plug-in sources in the layout of the repo (gimp_plugin/, krita_plugin/, core/client.py)."""
+    """Plug-in sources in the layout of the repo (gimp_plugin/, krita_plugin/, core/frontend/)."""
     src = tmp_path / f"src{version}"
     (src / "gimp/fbcnn_gimp").mkdir(parents=True)
     (src / "gimp/fbcnn_gimp/fbcnn_gimp.py").write_text(f"#!/usr/bin/env python3\n# v{version}\n")
@@ -747,9 +741,11 @@ def fake_sources(tmp_path, version="1"):
     (src / "krita/fbcnn_krita/__init__.py").write_text(f"# v{version}\n")
     (src / f"krita/fbcnn_krita/only_in_v{version}.py").write_text("")
     (src / "krita/fbcnn_krita.desktop").write_text("[Desktop Entry]\nX-KDE-Library=fbcnn_krita\n")
-    (src / "client.py").write_text(f"# client v{version}\n")
+    (src / "frontend").mkdir()
+    (src / "frontend/__init__.py").write_text("")
+    (src / "frontend/client.py").write_text(f"# client v{version}\n")
     return {"gimp": src / "gimp/fbcnn_gimp", "krita_dir": src / "krita/fbcnn_krita",
-            "krita_desktop": src / "krita/fbcnn_krita.desktop", "client": src / "client.py"}
+            "krita_desktop": src / "krita/fbcnn_krita.desktop", "frontend": src / "frontend"}
 
 
 def make_test_plan(home, sources, gimp, krita, pin=None):
@@ -790,11 +786,11 @@ def test_install_places_files_and_uninstall_leaves_the_tree_as_it_was(fake_home,
 
     main = gimp_root / "plug-ins/fbcnn_gimp/fbcnn_gimp.py"
     assert os.access(main, os.X_OK)
-    assert (gimp_root / "plug-ins/fbcnn_gimp/fbcnn_client.py").read_text() == "# client v1\n"
+    assert (gimp_root / "plug-ins/fbcnn_gimp/fbcnn_frontend/client.py").read_text() == "# client v1\n"
     assert not (gimp_root / "plug-ins/fbcnn_gimp/__pycache__").exists()
     assert (gimp_root / "interpreters/python3.interp").read_text() == "python3=/usr/bin/python3\n"
     assert (krita_root / "pykrita/fbcnn_krita.desktop").is_file()
-    assert (krita_root / "pykrita/fbcnn_krita/fbcnn_client.py").is_file()
+    assert (krita_root / "pykrita/fbcnn_krita/fbcnn_frontend/client.py").is_file()
     assert "enable_fbcnn_krita=true" in (fake_home / ".config/kritarc").read_text()
     cfg = json.loads(installer.frontend_config_path().read_text())
     assert cfg["python"] == str(plan.venv / "bin/python") and cfg["flatpak_spawn"] is False
@@ -802,7 +798,9 @@ def test_install_places_files_and_uninstall_leaves_the_tree_as_it_was(fake_home,
 
     # GIMP and Python later drop caches into our plug-in folders: still ours to remove.
     (gimp_root / "plug-ins/fbcnn_gimp/__pycache__").mkdir()
-    (gimp_root / "plug-ins/fbcnn_gimp/__pycache__/fbcnn_client.cpython-313.pyc").write_bytes(b"x")
+    (gimp_root / "plug-ins/fbcnn_gimp/__pycache__/fbcnn_gimp.cpython-313.pyc").write_bytes(b"x")
+    (gimp_root / "plug-ins/fbcnn_gimp/fbcnn_frontend/__pycache__").mkdir()
+    (gimp_root / "plug-ins/fbcnn_gimp/fbcnn_frontend/__pycache__/client.cpython-313.pyc").write_bytes(b"x")
     assert installer.main(["--uninstall"]) == 0
     assert snapshot(fake_home) == before
 
@@ -844,7 +842,7 @@ def test_rerun_upgrades_and_keeps_the_first_kritarc_value(fake_home, tmp_path, m
     assert (kdir / "__init__.py").read_text() == "# v2\n"
     assert not (kdir / "only_in_v1.py").exists()  # stale files of the old version are gone
     assert (kdir / "only_in_v2.py").exists()
-    assert (fake_home / ".config/GIMP/3.0/plug-ins/fbcnn_gimp/fbcnn_client.py").read_text() == "# client v2\n"
+    assert (fake_home / ".config/GIMP/3.0/plug-ins/fbcnn_gimp/fbcnn_frontend/client.py").read_text() == "# client v2\n"
     data = json.loads(installer.manifest_path().read_text())
     assert data["kritarc"][str(fake_home / ".config/kritarc")]["previous"] == "false"
     assert len(data["trees"]) == len(set(data["trees"]))

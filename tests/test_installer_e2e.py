@@ -232,12 +232,15 @@ def test_install_puts_every_piece_in_place(site):
     if site.has_model:
         assert list((core_path / "core" / "models").glob("*.pth")), "bundled model not installed"
 
-    client = (ROOT / "core" / "client.py").read_bytes()
+    frontend = {p.name: p.read_bytes() for p in (ROOT / "core" / "frontend").glob("*.py")}
+
+    def same_frontend(folder):
+        return {p.name: p.read_bytes() for p in (folder / "fbcnn_frontend").glob("*.py")} == frontend
     for series in GIMP_SERIES:  # every GIMP 3.x profile gets the plug-in
         main = site.gimp_plugin(series) / "fbcnn_gimp.py"
         assert os.access(main, os.X_OK), series
         assert main.read_bytes() == (ROOT / "gimp_plugin" / "fbcnn_gimp" / "fbcnn_gimp.py").read_bytes()
-        assert (site.gimp_plugin(series) / "fbcnn_client.py").read_bytes() == client
+        assert same_frontend(site.gimp_plugin(series)), series
     interp = site.gimp_profile() / "interpreters" / "python3.interp"
     # Pinned exactly when GIMP would otherwise start the plug-in with a python3 that
     # cannot load GIMP 3's bindings while the system one can (a native GIMP 3 here).
@@ -250,7 +253,7 @@ def test_install_puts_every_piece_in_place(site):
 
     assert (site.pykrita / "fbcnn_krita.desktop").is_file()
     assert (site.pykrita / "fbcnn_krita" / "__init__.py").is_file()
-    assert (site.pykrita / "fbcnn_krita" / "fbcnn_client.py").read_bytes() == client
+    assert same_frontend(site.pykrita / "fbcnn_krita")
     assert (site.config / "kritarc").read_text() == USER_KRITARC.replace(
         "enable_comics_project=true\n", "enable_comics_project=true\nenable_fbcnn_krita=true\n")
 
@@ -369,7 +372,7 @@ def test_krita_loads_and_runs_the_plugin(site, krita_host):
     probe = res["steps"].get("probe", {})
     assert probe.get("ok"), detail
     assert probe["plugin_file"].startswith(str(site.pykrita / "fbcnn_krita")), detail
-    assert probe["client"] == str(site.pykrita / "fbcnn_krita" / "fbcnn_client.py"), detail
+    assert probe["client"] == str(site.pykrita / "fbcnn_krita" / "fbcnn_frontend" / "client.py"), detail
     assert probe["action"], detail
     run = res["steps"].get("run", {})
     if not site.has_model:

@@ -317,7 +317,7 @@ def test_plugin_loads_and_its_action_is_in_the_filter_menu(krita):
     rec = ok(krita, "probe")
     assert rec["action"] == "Remove JPEG Artifacts..."
     assert "fbcnn_remove_jpeg_artifacts" in rec["filter_menu"]
-    assert rec["client"].endswith("fbcnn_client.py")
+    assert rec["client"].endswith("fbcnn_frontend/client.py")
 
 
 def test_auto_adds_a_layer_and_keeps_the_original(krita):
@@ -582,13 +582,15 @@ def _pixels_module():
 
 
 def test_regions_start_on_the_8px_grid_and_stay_inside():
-    px = _pixels_module()
-    x, y, w, h = px.grow_to_grid((37, 29, 70, 50), px.MARGIN, 500, 400)
+    from core.frontend import regions as px
+    x, y, w, h = px.grow_to_grid((37, 29, 70, 50), px.RUN_CONTEXT, 500, 400)
     assert (x, y) == (0, 0) and w % 8 == 0 and h % 8 == 0
     x, y, w, h = px.grow_to_grid((300, 200, 10, 10), 16, 317, 400)
     assert (x, y) == (280, 184) and x + w == 317 and (y + h) % 8 == 0
     assert px.preview_rect((490, 5), (320, 240), 500, 500) == (176, 0, 320, 240)
     assert px.preview_rect((10, 10), (384, 288), 100, 50) == (0, 0, 100, 50)
+    # A GIMP layer that starts at (3, 5) in the image: the grid is the image's.
+    assert px.grow_to_grid((20, 20, 8, 8), 8, 100, 100, offset=(3, 5)) == (5, 11, 32, 32)
 
 
 def test_layouts_follow_kritas_memory_order():
@@ -605,7 +607,8 @@ def test_crop_and_display_conversion_match_numpy():
     rng = np.random.default_rng(0)
     img = rng.integers(0, 65536, (20, 30, 4), dtype=np.uint16)
     data = img.tobytes()
-    got = px.crop(data, (8, 16, 30, 20), (10, 18, 5, 4), 8)
+    from core.frontend import regions
+    got = regions.crop(data, (8, 16, 30, 20), (10, 18, 5, 4), 8)
     assert got == img[2:6, 2:7].tobytes()
     bgra8 = np.frombuffer(px.to_display_bgra(data, px.LAYOUTS[("RGBA", "U16")]), np.uint8)
     assert np.array_equal(bgra8.reshape(20, 30, 4), (img >> 8).astype(np.uint8))

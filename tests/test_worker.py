@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from core import weights
-from core.client import read_frame, write_frame
+from core.frontend.protocol import read_frame, write_frame
 from core.worker import apply_mask, blend, from_canonical, to_canonical
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent

@@ -4,9 +4,10 @@
 # The story of one run: read the layer's pixels in its own bit depth, ask the
 # FBCNN worker (a separate Python that has torch) to restore them, and write the
 # result back through GIMP's shadow buffer, so that selections, undo and alpha
-# behave as in any GIMP filter.  The worker is reached through fbcnn_client.py,
-# which the installer copies next to this file.  This file uses only GIMP's own
-# Python: the standard library and gi.
+# behave as in any GIMP filter.  The worker is reached through the fbcnn_frontend
+# package (its client, texts and regions, shared with the Krita plug-in), which the
+# installer copies next to this file.  This file uses only GIMP's own Python: the
+# standard library and gi.
 import os
 import sys
 import time
@@ -21,36 +22,19 @@ gi.require_version("Gtk", "3.0")
 gi.require_version("GdkPixbuf", "2.0")
 from gi.repository import Gimp, GimpUi, Gegl, Babl, GObject, GLib, Gtk, GdkPixbuf
 
+from fbcnn_frontend import client, regions, texts
+
 PROC_NAME = "plug-in-fbcnn-remove-jpeg-artifacts"
 TITLE = "Remove JPEG Artifacts"
-GRID = 8        # JPEG blocks: every region we send starts on the image's 8-px grid
-MARGIN = 32     # context read around the selection, so its border sees real neighbours
 PREVIEW = 200   # side of the before/after preview, in image pixels (100% zoom)
 DEBOUNCE_MS = 300
 
-# (dialog nick, worker model name, label)
-MODELS = [
-    ("auto", "auto", "Automatic"),
-    ("compact", "compact", "Compact (bundled, fast)"),
-    ("color", "fbcnn_color", "FBCNN color (download)"),
-    ("gray", "fbcnn_gray", "FBCNN gray (download)"),
-    ("gray-double", "fbcnn_gray_double", "FBCNN gray, re-saved JPEGs (download)"),
-]
-# (dialog nick = worker device name, label); Intel accelerators are reached
-# through OpenVINO, offered only where the worker lists them.
-DEVICES = [
-    ("auto", "Automatic"),
-    ("gpu", "GPU"),
-    ("cpu", "CPU"),
-    ("intel-gpu", "Intel GPU (OpenVINO)"),
-    ("npu", "Intel NPU (OpenVINO)"),
-]
-SOURCE_TEXT = {
-    "file": "file quantization tables",
-    "double-jpeg": "re-saved JPEG detected",
-    "network": "predicted",
-    "manual": "set by hand",
-}
+# (dialog nick, worker model name); the labels are fbcnn_frontend.texts'.
+MODELS = [("auto", "auto"), ("compact", "compact"), ("color", "fbcnn_color"),
+          ("gray", "fbcnn_gray"), ("gray-double", "fbcnn_gray_double")]
+# Dialog nick = worker device name; Intel accelerators are reached through
+# OpenVINO, offered only where the worker lists them.
+DEVICES = ["auto", "gpu", "cpu", "intel-gpu", "npu"]
 
 
 def log(message):
@@ -130,31 +114,20 @@ def read_pixels(drawable, region, babl):
 
 
 def with_context(drawable, inner):
-    """`inner` grown by MARGIN, snapped outward to the image's 8-px grid and
-    clipped to the layer, plus its origin in image coordinates (the tiles then
-    sit on the JPEG blocks, wherever the selection starts)."""
+    """`inner` grown by the run's context, snapped outward to the image's 8-px grid
+    and clipped to the layer, plus its origin in image coordinates (the tiles then
+    sit on the JPEG blocks, wherever the layer and the selection start). The preview
+    asks with the same context, so it is exactly what the run produces."""
     _, ox, oy = drawable.get_offsets()
-    width, height = drawable.get_width(), drawable.get_height()
-
-    def span(start, size, offset, limit):
-        lo = (offset + start - MARGIN) // GRID * GRID - offset
-        hi = -((-(offset + start + size + MARGIN)) // GRID) * GRID - offset
-        return max(lo, 0), min(hi, limit)
-
-    x0, x1 = span(inner.x, inner.w, ox, width)
-    y0, y1 = span(inner.y, inner.h, oy, height)
-    return Region(x0, y0, x1 - x0, y1 - y0), (ox + x0, oy + y0)
+    x, y, w, h = regions.grow_to_grid((inner.x, inner.y, inner.w, inner.h), regions.RUN_CONTEXT,
+                                      drawable.get_width(), drawable.get_height(), (ox, oy))
+    return Region(x, y, w, h), (ox + x, oy + y)
 
 
 def crop(data, outer, inner, pixel_bytes):
-    """The bytes of `inner` out of the bytes of `outer` (row-major)."""
-    view = memoryview(data)
-    row = outer.w * pixel_bytes
-    left = (inner.x - outer.x) * pixel_bytes
-    width = inner.w * pixel_bytes
-    top = inner.y - outer.y
-    return b"".join(view[(top + r) * row + left:(top + r) * row + left + width]
-                    for r in range(inner.h))
+    """The bytes of `inner` out of the bytes of `outer`."""
+    return regions.crop(data, (outer.x, outer.y, outer.w, outer.h),
+                        (inner.x, inner.y, inner.w, inner.h), pixel_bytes)
 
 
 def keep_alpha(result, original, fmt):
@@ -239,52 +212,19 @@ def qf_hints(image):
     return hints
 
 
-def describe_qf(estimate):
-    """"Detected QF 23 (file quantization tables)" and friends."""
-    qf, source = estimate["qf"], estimate["source"]
-    if source == "double-jpeg":
-        last = (estimate.get("details") or {}).get("last_qf") or \
-            (estimate.get("details") or {}).get("file_qf")
-        extra = "; last save was QF %s" % last if last else ""
-        return "QF %d (re-saved JPEG detected%s)" % (qf, extra)
-    if source == "file":
-        return "Detected QF %d (%s)" % (qf, SOURCE_TEXT["file"])
-    return "QF %d (%s)" % (qf, SOURCE_TEXT.get(source, source))
-
-
 # --------------------------------------------------------------------------
 # The worker, and what to tell the user when it fails.
 
 def open_worker():
-    # Imported here, not at the top: a missing client must become a message
-    # the user can act on, not a plug-in that silently fails to register.
-    try:
-        import fbcnn_client
-    except ImportError:
-        raise Refused("The FBCNN worker client (fbcnn_client.py) is missing next to "
-                      "the plug-in. Run the FBCNN installer (python installer.py) again.")
-    return fbcnn_client.Worker()
+    return client.Worker()
 
 
 def advice(error):
-    """A worker error as a message that says what to do."""
-    kind = getattr(error, "kind", "internal")
-    message = getattr(error, "message", None) or str(error)
-    if kind == "not-configured":
-        return ("FBCNN is not set up for GIMP yet: %s\nRun the FBCNN installer "
-                "(python installer.py), then try again." % message)
-    if kind == "missing-model":
-        return ("%s\nDownload that model with the FBCNN installer, or choose the "
-                "Compact model in the filter's dialog." % message)
-    if kind == "out-of-memory":
-        return ("Not enough memory: %s\nChoose the Compact model or the CPU device, "
-                "or filter a smaller selection." % message)
-    if kind == "bad-request":
-        return "The FBCNN worker refused the request: %s" % message
-    tail = getattr(error, "stderr_tail", "")
-    return ("The FBCNN worker failed (%s): %s\n%s\nRe-run the FBCNN installer to "
-            "repair it; if this keeps happening, report it with the text above."
-            % (kind, message, tail.strip()[-1500:]))
+    """A worker error as a message that says what to do, with the worker's last
+    words when it failed."""
+    text = texts.advice(error, "GIMP")
+    tail = (getattr(error, "stderr_tail", "") or "").strip()
+    return "%s\n\n%s" % (text, tail[-1500:]) if tail else text
 
 
 class Session:
@@ -311,7 +251,7 @@ class Session:
     # The settings, as the worker names them.
     def model(self):
         nick = self.config.get_property("model")
-        return dict((n, m) for n, m, _ in MODELS).get(nick, nick)
+        return dict(MODELS).get(nick, nick)
 
     def options(self):
         opts = {"model": self.model(), "device": self.config.get_property("device")}
@@ -629,8 +569,8 @@ class Preview:
             log("dialog: " + text)
             return False     # manual mode still previews
         session.remember_estimate(estimate)
-        self.qf_label.set_text(describe_qf(estimate))
-        log("dialog: %s" % describe_qf(estimate))
+        self.qf_label.set_text(texts.describe_qf(estimate))
+        log("dialog: %s" % texts.describe_qf(estimate))
         if session.auto():
             session.config.set_property("qf", estimate["qf"])  # the slider shows it
         self._start()
@@ -701,14 +641,13 @@ def run_dialog(procedure, config, session):
 def limit_choices(session, config):
     """Only installed models and present devices can be picked: the others are greyed out."""
     hello = session.hello()
-    states = dict((m["name"], m.get("state")) for m in hello.get("models", []))
+    installed = set(client.installed_models(hello))
     devices = set(hello.get("devices", []))
     offered = {"model": [], "device": []}
     for prop, items, usable in (
-            ("model", [(nick, name) for nick, name, _ in MODELS],
-             lambda name: name == "auto" or states.get(name) in ("bundled", "downloaded")),
+            ("model", MODELS, lambda name: name in installed),
             # "gpu" means any GPU the worker has; intel-gpu and npu only when listed.
-            ("device", [(nick, nick) for nick, _ in DEVICES],
+            ("device", [(nick, nick) for nick in DEVICES],
              lambda name: name not in ("intel-gpu", "npu") or name in devices)):
         choice = Gimp.param_spec_choice_get_choice(config.find_property(prop))
         for nick, name in items:
@@ -766,13 +705,13 @@ class FbcnnPlugIn(Gimp.PlugIn):
                                    "JPEG quality to undo, 1..100; lower cleans harder",
                                    1, 100, 50, flags)
         procedure.add_choice_argument("model", "_Model", "Which FBCNN model to use",
-                                      choice([(n, l) for n, _, l in MODELS]), "auto", flags)
+                                      choice([(n, texts.model_label(m)) for n, m in MODELS]), "auto", flags)
         procedure.add_choice_argument("output", "O_utput", "Where the result goes",
                                       choice([("replace", "Replace layer pixels"),
                                               ("new-layer", "New layer above")]),
                                       "replace", flags)
         procedure.add_choice_argument("device", "_Device", "Where the network runs",
-                                      choice(DEVICES), "auto", flags)
+                                      choice([(d, texts.DEVICE_LABELS[d]) for d in DEVICES]), "auto", flags)
         procedure.add_string_argument("model-file", "Model file",
                                       "A .pth file to use instead of 'model' (scripts)",
                                       "", flags)

@@ -8,7 +8,8 @@ import functools
 import os
 import traceback
 
-from . import pixels, process
+from . import process
+from .fbcnn_frontend import client, regions, texts
 from .messages import show_error
 from .qt import (QButtonGroup, QCheckBox, QComboBox, QDialog, QDialogButtonBox, QFormLayout,
                  QGroupBox, QHBoxLayout, QLabel, QProgressBar, QPushButton, QRadioButton,
@@ -20,14 +21,7 @@ PREVIEW_SIZE = (384, 288)
 # QDialog::Rejected: done() gets a plain int in both bindings, and PyQt6's enums
 # don't compare equal to ints.
 REJECTED = 0
-PREVIEW_CONTEXT = 32   # extra pixels around the preview so its edges look like the full run
 DEBOUNCE_MS = 350
-MODEL_LABELS = {"auto": "Automatic", "compact": "Compact (bundled)",
-                "fbcnn_color": "FBCNN color (official)", "fbcnn_gray": "FBCNN gray (official)",
-                "fbcnn_gray_double": "FBCNN gray, re-saved JPEGs (official)"}
-DEVICE_LABELS = {"auto": "Automatic", "cpu": "CPU", "cuda": "GPU (CUDA/ROCm)",
-                 "mps": "GPU (Apple)", "gpu": "GPU", "intel-gpu": "Intel GPU (OpenVINO)",
-                 "npu": "Intel NPU (OpenVINO)"}
 
 
 def reported(slot):
@@ -207,10 +201,10 @@ class FilterDialog(QDialog):
     @reported
     def _on_hello(self, hello):
         """Offer only the models and devices the worker has."""
-        self._fill(self.model, _installed_models(hello), MODEL_LABELS,
+        self._fill(self.model, client.installed_models(hello), texts.MODEL_LABELS,
                    process.setting("model", "auto"))
         self._fill(self.device, ["auto"] + [d for d in hello.get("devices", []) if d != "auto"],
-                   DEVICE_LABELS, process.setting("device", "auto"))
+                   texts.DEVICE_LABELS, process.setting("device", "auto"))
         self.estimate()
 
     def _fill(self, combo, names, labels, saved):
@@ -237,7 +231,7 @@ class FilterDialog(QDialog):
     def _on_estimate(self, detected):
         self.detected = detected
         self.detected_label.setText(
-            f"Detected quality: QF {detected['qf']} ({process.describe_source(detected['source'])})")
+            texts.describe_qf(detected))
         if self.auto.isChecked():
             self.spin.setValue(int(detected["qf"]))
         self.apply_button.setEnabled(True)
@@ -275,10 +269,10 @@ class FilterDialog(QDialog):
         self.schedule_preview()
 
     def _preview_rects(self):
-        rect = pixels.preview_rect(self.preview_center, PREVIEW_SIZE,
+        rect = regions.preview_rect(self.preview_center, PREVIEW_SIZE,
                                    self.target.width, self.target.height)
         self.preview_center = (rect[0] + rect[2] // 2, rect[1] + rect[3] // 2)
-        context = pixels.grow_to_grid(rect, PREVIEW_CONTEXT, self.target.width,
+        context = regions.grow_to_grid(rect, regions.PREVIEW_CONTEXT, self.target.width,
                                       self.target.height)
         return rect, context
 
@@ -316,7 +310,7 @@ class FilterDialog(QDialog):
         if job is not self.preview_job:
             return
         self.preview_job = None
-        after = pixels.crop(result[0], context, rect, self.target.layout.bytes_per_pixel)
+        after = regions.crop(result[0], context, rect, self.target.layout.bytes_per_pixel)
         self.preview.set_images(self._image(before, rect), self._image(after, rect))
         self.status.setText("")
         self._set_state("ready")
@@ -435,12 +429,6 @@ class FilterDialog(QDialog):
         if code == REJECTED:
             self._save_settings()
         super().done(code)
-
-
-def _installed_models(hello):
-    names = [m["name"] for m in hello.get("models", [])
-             if m.get("state") in ("bundled", "downloaded") and m.get("name") != "auto"]
-    return ["auto"] + names
 
 
 def _int(text, default):

@@ -27,8 +27,6 @@ LAYOUTS = {
 
 MODEL_NAMES = {"CMYKA": "CMYK", "LABA": "Lab", "XYZA": "XYZ", "YCbCrA": "YCbCr"}
 
-GRID = 8          # JPEG blocks: processed regions start on the image's 8-px grid
-MARGIN = 64       # context around a selection, so its edges see real neighbours
 
 
 class UnsupportedLayer(Exception):
@@ -56,56 +54,6 @@ def layout_for(color_model, color_depth):
 def pixel_format(layout, width, height):
     """The worker's pixel descriptor for a width x height block in this layout."""
     return {"width": width, "height": height, "dtype": layout.dtype, "order": layout.order}
-
-
-# ---------------------------------------------------------------- regions
-
-def _floor(v, step=GRID):
-    return v // step * step
-
-
-def _ceil(v, step=GRID):
-    return -(-v // step) * step
-
-
-def clip_rect(rect, width, height):
-    """(x, y, w, h) cut to the canvas; w or h is 0 when nothing is left."""
-    x, y, w, h = rect
-    x0, y0 = max(0, x), max(0, y)
-    x1, y1 = min(width, x + w), min(height, y + h)
-    return (x0, y0, max(0, x1 - x0), max(0, y1 - y0))
-
-
-def grow_to_grid(rect, margin, width, height):
-    """rect grown by margin on each side, its start on the 8-px grid, clipped to the canvas.
-
-    The start is floored to the grid so that the worker's tiles land on the same
-    8x8 blocks as in the JPEG file; the end is rounded up (or stops at the canvas).
-    """
-    x, y, w, h = rect
-    x0, y0 = _floor(max(0, x - margin)), _floor(max(0, y - margin))
-    x1, y1 = min(width, _ceil(x + w + margin)), min(height, _ceil(y + h + margin))
-    return (x0, y0, x1 - x0, y1 - y0)
-
-
-def preview_rect(center, size, width, height):
-    """A size=(w, h) window around center, moved inside the canvas, start on the grid."""
-    pw, ph = min(size[0], width), min(size[1], height)
-    x = min(max(0, center[0] - pw // 2), width - pw)
-    y = min(max(0, center[1] - ph // 2), height - ph)
-    return (_floor(x), _floor(y), pw, ph)
-
-
-def crop(data, data_rect, rect, bytes_per_pixel):
-    """The bytes of rect, cut out of data that covers data_rect (both in image coordinates)."""
-    dx, dy, dw, _ = data_rect
-    x, y, w, h = rect
-    stride = dw * bytes_per_pixel
-    start = (x - dx) * bytes_per_pixel
-    n = w * bytes_per_pixel
-    view = memoryview(data)
-    return b"".join(bytes(view[(y - dy + r) * stride + start:(y - dy + r) * stride + start + n])
-                    for r in range(h))
 
 
 # ---------------------------------------------------------------- preview conversion

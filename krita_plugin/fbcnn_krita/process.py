@@ -10,19 +10,13 @@ import time
 from krita import Krita
 
 from . import pixels
+from .fbcnn_frontend import regions
 from .session import FbcnnError, Pending, wait
 
 OUTPUTS = ("new-layer", "replace")
 SETTINGS_GROUP = "fbcnn_krita"
 LAYER_TYPES = ("paintlayer", "grouplayer", "filelayer", "filllayer", "clonelayer",
                "vectorlayer", "filterlayer")
-
-SOURCE_TEXT = {
-    "file": "read from the JPEG file's quantization tables",
-    "double-jpeg": "re-saved JPEG: the earlier, lower quality",
-    "network": "predicted by the network",
-    "manual": "set by hand",
-}
 
 # What the last run did, for scripts and tests: QF used and detected, its source,
 # model, device, processed rectangle, seconds.
@@ -35,10 +29,6 @@ def setting(name, default):
 
 def write_setting(name, value):
     Krita.instance().writeSetting(SETTINGS_GROUP, name, str(value))
-
-
-def describe_source(source):
-    return SOURCE_TEXT.get(source, source)
 
 
 def jpeg_source(document):
@@ -74,14 +64,14 @@ class Target:
         self.source_path = jpeg_source(document)
         self.selection = document.selection()
         if self.selection is not None:
-            bounds = pixels.clip_rect((self.selection.x(), self.selection.y(),
+            bounds = regions.clip_rect((self.selection.x(), self.selection.y(),
                                        self.selection.width(), self.selection.height()),
                                       self.width, self.height)
             if bounds[2] == 0 or bounds[3] == 0:
                 raise FbcnnError("The selection is empty or outside the canvas. Select the "
                                  "area to filter, or deselect (Select > Deselect) to filter "
                                  "the whole layer.")
-            self.rect = pixels.grow_to_grid(bounds, pixels.MARGIN, self.width, self.height)
+            self.rect = regions.grow_to_grid(bounds, regions.RUN_CONTEXT, self.width, self.height)
         else:
             self.rect = (0, 0, self.width, self.height)
 

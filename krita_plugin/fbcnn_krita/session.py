@@ -38,13 +38,13 @@ class FbcnnError(Exception):
 
 def _client():
     try:
-        from . import fbcnn_client
+        from .fbcnn_frontend import client
     except ImportError:
         raise FbcnnError(
-            "The plug-in is incomplete: fbcnn_client.py is missing from its folder.\n\n"
+            "The plug-in is incomplete: its fbcnn_frontend folder is missing.\n\n"
             "Run `python installer.py` from the FBCNN folder again, then restart Krita.",
             kind="not-configured") from None
-    return fbcnn_client
+    return client
 
 
 def worker():
@@ -70,30 +70,9 @@ def shutdown():
 
 def explain(error):
     """A client WorkerError turned into an FbcnnError that says what to do."""
-    kind = getattr(error, "kind", "internal")
-    message = getattr(error, "message", str(error))
-    tail = getattr(error, "stderr_tail", "")
-    if kind == "not-configured":
-        text = message
-    elif kind == "missing-model":
-        text = (f"{message}\n\nDownload the model (the command `fbcnn download NAME` in the "
-                "FBCNN Python), or choose the bundled model in the dialog.")
-    elif kind == "out-of-memory":
-        text = (f"The worker ran out of memory: {message}\n\nSelect a smaller area, choose "
-                "the CPU device, or close other programs, then try again.")
-    elif kind in ("worker-died", "timeout", "protocol"):
-        text = f"The FBCNN worker failed: {message}"
-        if "installer.py" not in message:
-            text += ("\n\nCheck that the FBCNN Python still works: run `python installer.py` "
-                     "again, then restart Krita.")
-        if tail:
-            text += " The details show the worker's last messages."
-    elif kind == "cancelled":
-        text = "Cancelled."
-    else:
-        text = (f"The FBCNN worker reported an error ({kind}): {message}\n\n"
-                "Please report this with the details below.")
-    return FbcnnError(text, details=tail, kind=kind)
+    from .fbcnn_frontend import texts
+    return FbcnnError(texts.advice(error, "Krita"), details=getattr(error, "stderr_tail", ""),
+                      kind=getattr(error, "kind", "internal"))
 
 
 class Pending(QObject):

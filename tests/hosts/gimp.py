@@ -5,7 +5,7 @@ The pieces:
 - `gimp_hosts()` lists the GIMPs to test, each an `Editor` that knows its
   version, test id and place;
 - `make_profile()` builds a throw-away GIMP profile with the plug-in installed
-  the way the installer does it (plug-in folder + fbcnn_client.py next to it);
+  the way the installer does it (plug-in folder + the fbcnn_frontend package in it);
 - `run_batch()` runs gimp-console-3 (or gimp-3 under Xvfb) on one
   python-fu-eval driver file and returns the completed process.
 
@@ -21,11 +21,12 @@ import subprocess
 import sys
 import time
 
+import installer
 from tests.hosts.chroot import HOST, SYSTEM_PATH, Editor, Place, debian_major, editors
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 PLUGIN_DIR = REPO / "gimp_plugin" / "fbcnn_gimp"
-CLIENT = REPO / "core" / "client.py"
+FRONTEND = REPO / "core" / "frontend"
 DRIVER = REPO / "tests" / "hosts" / "gimp_driver.py"
 
 
@@ -38,7 +39,7 @@ def gimp_hosts() -> list:
 
 
 def make_profile(tmp: pathlib.Path, *, plugin_src: pathlib.Path = PLUGIN_DIR,
-                 client_src: pathlib.Path = CLIENT, python: str | None = None,
+                 python: str | None = None,
                  core_path: str | None = None) -> dict:
     """A fresh GIMP profile with the plug-in installed as the installer does it.
 
@@ -50,8 +51,7 @@ def make_profile(tmp: pathlib.Path, *, plugin_src: pathlib.Path = PLUGIN_DIR,
     dest.mkdir(parents=True, exist_ok=True)
     shutil.copy2(plugin_src / "fbcnn_gimp.py", dest / "fbcnn_gimp.py")
     os.chmod(dest / "fbcnn_gimp.py", 0o755)
-    if client_src.is_file():
-        shutil.copy2(client_src, dest / "fbcnn_client.py")
+    installer.place_frontend(FRONTEND, dest)
     # GIMP starts .py plug-ins through their shebang; pin the system python3,
     # which has gi, whatever python3 comes first in PATH.
     interp = profile / "interpreters"

@@ -1,7 +1,7 @@
 """Run jobs in a real Krita under Xvfb, with a throwaway profile.
 
 One KritaProfile per test session: HOME, XDG_* and TMPDIR point into a temp
-folder; the plug-in (with core/client.py copied in as fbcnn_client.py, as the
+folder; the plug-in (with core/frontend placed in as fbcnn_frontend, as the
 installer does) and the test driver live in its pykrita folder and are enabled
 in kritarc. Each run() starts Krita once with a job for the driver, enforces a
 hard timeout from outside, and returns the driver's result JSON. Never run two
@@ -24,13 +24,14 @@ import struct
 import subprocess
 import time
 
+import installer
 from tests.hosts.chroot import (HOST, SYSTEM_PATH, Editor, Place, debian_major, editors,
                                 series_of)
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 PLUGIN = ROOT / "krita_plugin"
 DRIVER = ROOT / "tests" / "hosts" / "krita_driver"
-CLIENT = ROOT / "core" / "client.py"
+FRONTEND = ROOT / "core" / "frontend"
 PLUGINS = ("fbcnn_krita", "fbcnn_krita_driver")
 
 
@@ -113,19 +114,18 @@ class KritaProfile:
         self.runs = 0
 
     def install(self):
-        """Copy the plug-in, the client and the driver in; enable both plug-ins."""
+        """Copy the plug-in, the front-end package and the driver in; enable both plug-ins."""
         self.pykrita.mkdir(parents=True, exist_ok=True)
         for src_dir, name in ((PLUGIN, "fbcnn_krita"), (DRIVER, "fbcnn_krita_driver")):
             dest = self.pykrita / name
             if dest.exists():
                 shutil.rmtree(dest)
             shutil.copytree(src_dir / name, dest,
-                            ignore=shutil.ignore_patterns("__pycache__", "fbcnn_client.py"))
+                            ignore=shutil.ignore_patterns("__pycache__"))
             shutil.copy2(src_dir / f"{name}.desktop", self.pykrita / f"{name}.desktop")
         # Krita looks for the manual named in the .desktop file inside the package.
         shutil.copy2(PLUGIN / "Manual.html", self.pykrita / "fbcnn_krita" / "Manual.html")
-        if CLIENT.exists():
-            shutil.copy2(CLIENT, self.pykrita / "fbcnn_krita" / "fbcnn_client.py")
+        installer.place_frontend(FRONTEND, self.pykrita / "fbcnn_krita")
         self.enable()
 
     def enable(self):

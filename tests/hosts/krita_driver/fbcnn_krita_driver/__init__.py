@@ -172,8 +172,8 @@ class Runner:
         record["menus"] = sorted(menus)
         record["filter_menu"] = [a.objectName() for a in menus["Filter"].actions()]
         try:
-            from fbcnn_krita import fbcnn_client
-            record["client"] = fbcnn_client.__file__
+            from fbcnn_krita.fbcnn_frontend import client
+            record["client"] = client.__file__
         except ImportError as e:
             record["client"] = f"missing: {e}"
 

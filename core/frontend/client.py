@@ -1,12 +1,8 @@
 """Talk to the FBCNN worker (``python -m core.worker``) from an editor's Python.
 
-Standard library only, and nothing from ``core``: the installer copies this file
-into the GIMP and Krita plug-in folders as ``fbcnn_client.py``, where numpy and
-torch do not exist. Keep it working on Python 3.9 to 3.13.
-
-The worker protocol (frames of a JSON header plus raw bytes) is described in
-docs/contracts.md. The framing helpers live here so the worker reuses them and
-both sides cannot drift apart.
+Standard library only, and nothing from ``core`` outside this package: the installer
+copies the package into the GIMP and Krita plug-in folders as ``fbcnn_frontend``,
+where numpy and torch do not exist. Keep it working on Python 3.9 to 3.13.
 """
 from __future__ import annotations
 
@@ -16,26 +12,16 @@ import os
 import pathlib
 import queue
 import signal
-import struct
 import subprocess
 import sys
 import threading
 import time
 
-# Client-side error kinds, besides the worker's own (bad-request, missing-model,
-# out-of-memory, cancelled, internal).
-NOT_CONFIGURED = "not-configured"
-TIMEOUT = "timeout"
-WORKER_DIED = "worker-died"
-PROTOCOL = "protocol"
+# Re-exported: a plug-in needs only `client` for the kinds and the pixel descriptor.
+from .protocol import (NOT_CONFIGURED, PROTOCOL, PROTOCOL_VERSION, TIMEOUT,  # noqa: F401
+                       VERSION_MISMATCH, WORKER_DIED, FrameError, frame_nbytes, pixel_format,
+                       read_frame, write_frame)
 
-DTYPES = {"u8": 1, "u16": 2, "f16": 2, "f32": 4}
-ORDERS = ("RGB", "RGBA", "BGRA", "Y", "YA")
-MAX_HEADER = 16 << 20  # a longer header means the stream is out of sync
-# The most payload any frame may carry: a 400 MP float RGBA layer is 6.4 GB. A frame
-# that describes its pixels may carry no more than they need.
-MAX_PAYLOAD = 8 << 30
-_LEN = struct.Struct(">I")
 _STDERR_LINES = 200
 
 
@@ -52,133 +38,6 @@ class WorkerError(Exception):
         if self.stderr_tail:
             return f"{self.message}\n--- worker stderr (last lines) ---\n{self.stderr_tail}"
         return self.message
-
-
-class FrameError(Exception):
-    """A frame that cannot be parsed. ``fatal`` means the stream is out of sync;
-    ``discard`` counts payload bytes still in the stream that the reader refused to
-    hold: skip them (in small pieces) to stay in step."""
-
-    def __init__(self, message: str, fatal: bool = False, discard: int = 0, header=None):
-        super().__init__(message)
-        self.fatal = fatal
-        self.discard = discard
-        self.header = header  # the parsed header, when the payload was the problem
-
-
-# ---------------------------------------------------------------- framing
-
-def _read_exact(stream, n: int) -> bytes | None:
-    """n bytes, or None at EOF before the first byte; raises EOFError when cut inside."""
-    if n == 0:
-        return b""
-    buf = bytearray(n)
-    view = memoryview(buf)
-    got = 0
-    while got < n:
-        k = stream.readinto(view[got:])
-        if not k:
-            if got == 0:
-                return None
-            raise EOFError(f"stream ended after {got} of {n} bytes")
-        got += k
-    return bytes(buf) if n < 4096 else buf
-
-
-def read_frame(stream):
-    """Next (header, payload) from a binary stream, or None at a clean EOF.
-
-    Raises EOFError for a frame cut short, FrameError for a header that is not a
-    JSON object (its bytes are consumed; no payload is assumed, so the stream
-    stays in step as long as the sender meant none).
-    """
-    raw = _read_exact(stream, 4)
-    if raw is None:
-        return None
-    if len(raw) < 4:
-        raise EOFError("stream ended inside a frame length")
-    (n,) = _LEN.unpack(raw)
-    if n > MAX_HEADER:
-        raise FrameError(f"frame header of {n} bytes is larger than {MAX_HEADER}; "
-                         "the stream is out of sync", fatal=True)
-    body = _read_exact(stream, n)
-    if body is None and n:
-        raise EOFError("stream ended before a frame header")
-    try:
-        header = json.loads(bytes(body or b"").decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as e:
-        raise FrameError(f"frame header is not valid UTF-8 JSON: {e}") from None
-    if not isinstance(header, dict):
-        raise FrameError(f"frame header must be a JSON object, not {type(header).__name__}")
-    nbytes = header.get("nbytes", 0) or 0
-    if not isinstance(nbytes, int) or isinstance(nbytes, bool) or nbytes < 0:
-        raise FrameError(f"nbytes must be a non-negative integer, not {nbytes!r}")
-    limit = payload_limit(header)
-    if nbytes > limit:
-        raise FrameError(f"a payload of {nbytes} bytes is more than this frame may carry "
-                         f"({limit} bytes); refused before reading it", discard=nbytes,
-                         header=header)
-    try:
-        payload = _read_exact(stream, nbytes)
-    except MemoryError:
-        raise FrameError(f"not enough memory to take a payload of {nbytes} bytes",
-                         discard=nbytes, header=header) from None
-    if payload is None and nbytes:
-        raise EOFError(f"stream ended before a payload of {nbytes} bytes")
-    return header, payload if payload is not None else b""
-
-
-def write_frame(stream, header: dict, *payloads) -> None:
-    """Write one frame; ``nbytes`` is set from the payload parts, which are not joined."""
-    views = [p if isinstance(p, memoryview) else memoryview(p) for p in payloads]
-    header = dict(header, nbytes=sum(v.nbytes for v in views))
-    body = json.dumps(header, separators=(",", ":")).encode("utf-8")
-    stream.write(_LEN.pack(len(body)) + body)
-    for v in views:
-        if v.nbytes:
-            stream.write(v.cast("B") if v.format != "B" else v)
-    stream.flush()
-
-
-# ---------------------------------------------------------------- pixel formats
-
-def pixel_format(width: int, height: int, dtype: str, order: str) -> dict:
-    """The pixel descriptor of the protocol, checked."""
-    if dtype not in DTYPES:
-        raise ValueError(f"dtype must be one of {sorted(DTYPES)}, not {dtype!r}")
-    if order not in ORDERS:
-        raise ValueError(f"order must be one of {list(ORDERS)}, not {order!r}")
-    if int(width) < 1 or int(height) < 1:
-        raise ValueError(f"image size must be positive, not {width}x{height}")
-    return {"width": int(width), "height": int(height), "dtype": dtype, "order": order}
-
-
-def payload_limit(header: dict) -> int:
-    """The most payload bytes a frame with this header may carry: what its pixels
-    (and their selection mask) need when it describes them, never over MAX_PAYLOAD."""
-    w, h = header.get("width"), header.get("height")
-    if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in (w, h)):
-        return MAX_PAYLOAD  # no usable size: the worker's own checks say what is wrong
-    try:
-        need = frame_nbytes(header) + (w * h if header.get("mask") is True else 0)
-    except (KeyError, TypeError):
-        return MAX_PAYLOAD
-    return min(need, MAX_PAYLOAD)
-
-
-def skip(stream, n: int, chunk: int = 1 << 20) -> bool:
-    """Read and drop n bytes in pieces (no n-byte buffer); False at EOF first."""
-    while n > 0:
-        got = stream.read(min(chunk, n))
-        if not got:
-            return False
-        n -= len(got)
-    return True
-
-
-def frame_nbytes(fmt: dict) -> int:
-    """Bytes of pixel data that a descriptor calls for."""
-    return fmt["width"] * fmt["height"] * len(fmt["order"]) * DTYPES[fmt["dtype"]]
 
 
 # ---------------------------------------------------------------- configuration
@@ -228,6 +87,7 @@ class _Process:
     """One running worker: its pipes, a stdout reader and a bounded stderr tail."""
 
     def __init__(self, cmd, cwd, env):
+        self.version_checked = False   # until its hello has said the protocol version
         kwargs = {}
         if sys.platform == "win32":
             kwargs["creationflags"] = 0x08000000  # CREATE_NO_WINDOW: no console flashes up
@@ -477,6 +337,8 @@ class Worker:
             # Cancelled while it queued behind another call: never send it.
             raise WorkerError("cancelled", "cancelled")
         proc = self._process()
+        if not proc.version_checked and request.get("op") != "hello":
+            self._exchange({"op": "hello"}, (), None, None, timeout)   # checks the version
         self._next_id += 1
         rid = request["id"] = self._next_id
         try:
@@ -533,6 +395,9 @@ class Worker:
                 raise WorkerError("cancelled", "cancelled")
             for k in ("id", "type", "nbytes"):
                 header.pop(k, None)
+            if request.get("op") == "hello":
+                _check_version(header)
+                proc.version_checked = True
             return header, payload
 
     def _raise_dead(self, proc, when, timeout):
@@ -550,6 +415,20 @@ class Worker:
                           f"{when}", tail)
         err.returncode = rc
         raise err
+
+
+def installed_models(hello: dict) -> list:
+    """The models a dialog may offer: "auto", then those on disk, from a hello reply."""
+    return ["auto"] + [m["name"] for m in hello.get("models", [])
+                       if m.get("state") in ("bundled", "downloaded") and m.get("name") != "auto"]
+
+
+def _check_version(hello: dict) -> None:
+    theirs = hello.get("protocol")
+    if theirs != PROTOCOL_VERSION:
+        raise WorkerError(VERSION_MISMATCH, "the plug-in and the worker are from different versions "
+                          f"(protocol {PROTOCOL_VERSION} here, {theirs or 'none'} in the worker): "
+                          "re-run the installer (python installer.py), then restart the editor")
 
 
 def exit_text(rc: int) -> str:

@@ -386,12 +386,7 @@ class FilterDialog(QDialog):
             self._set_state("failed")
             show_error(e, self)
             return
-        process.last_run.clear()
-        process.last_run.update(qf_used=qf, qf_source=source, qf_detected=self.detected["qf"],
-                                details=self.detected.get("details", {}),
-                                model=info.get("model"), device=info.get("device"),
-                                warnings=info.get("warnings", []), rect=list(self.target.rect),
-                                output=self.output())
+        process.record_run(self.target, qf, source, self.detected, info, self.output())
         self._set_state("done")
         self.accept()
 

@@ -164,11 +164,16 @@ def run(document, node, qf=None, output="new-layer", *, model=None, device=None)
         source = "manual"
     data, info = wait(restore(target, target.rect, qf, model, device))
     result = write_result(target, data, output, f"JPEG artifacts removed, QF {qf}")
+    record_run(target, qf, source, detected, info, output, time.monotonic() - started)
+    return result
+
+
+def record_run(target, qf, source, detected, info, output, seconds=None):
+    """What the last run did, in last_run, for scripts and tests (dialog or not)."""
     last_run.clear()
     last_run.update(qf_used=qf, qf_source=source,
                     qf_detected=detected["qf"] if detected else None,
-                    details=detected["details"] if detected else {},
+                    details=detected.get("details", {}) if detected else {},
                     model=info.get("model"), device=info.get("device"),
-                    warnings=info.get("warnings", []), rect=list(target.rect),
-                    output=output, seconds=round(time.monotonic() - started, 3))
-    return result
+                    warnings=info.get("warnings", []), rect=list(target.rect), output=output,
+                    seconds=None if seconds is None else round(seconds, 3))

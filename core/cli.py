@@ -259,10 +259,8 @@ def runtime_note() -> str:
 
 def cmd_models(args) -> int:
     rows = []
-    for name, e in weights.REGISTRY.items():
+    for name in weights.REGISTRY:
         state = STATE_LABELS[weights.status(name)]
-        if e.bundled and e.sha256 is None and state == "bundled":
-            state += " (sha256 not pinned yet)"
         rows.append((name, state, str(weights.model_path(name))))
     width = max(len(r[0]) for r in rows)
     swidth = max(len(r[1]) for r in rows)

@@ -24,8 +24,6 @@ from typing import Callable, Optional
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-SOURCES = ("file", "double-jpeg", "network", "manual")
-
 # Returned only when no source found anything and no predictor was given. The engine
 # always passes its predictor, so this reaches no user of the plug-ins; 75 is the IJG
 # and Pillow default quality, the most common QF of an unknown JPEG.

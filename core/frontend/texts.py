@@ -36,8 +36,7 @@ def describe_qf(estimate: dict) -> str:
     """"Detected QF 23 (file quantization tables)" and friends, from an estimate reply."""
     qf, source = int(estimate["qf"]), estimate["source"]
     if source == "double-jpeg":
-        details = estimate.get("details") or {}
-        last = details.get("last_qf") or details.get("file_qf")
+        last = (estimate.get("details") or {}).get("last_qf")
         extra = f"; last save was QF {last}" if last else ""
         return f"QF {qf} ({SOURCE_TEXT['double-jpeg']}{extra})"
     if source == "file":

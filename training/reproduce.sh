@@ -87,3 +87,10 @@ PY=${PYTHON:-python3}
     --ema 0.998 --patch 128 --batch 16 --threads 2 --val-every 500 --seed 2 --out training/run10
 "$PY" -m training.ship training/run10/compact_best.pth core/models/fbcnn_compact.pth
 "$PY" -m training.calibrate core/models/fbcnn_compact.pth
+
+# v9, in progress (2026-12-03 evening, issue #21): v8 deepened at 1/4 and 1/8 scale, then one
+# cosine from lr 2e-4 over 12000 at one thread. Not shipped yet: when it is, ship and calibrate
+# as above.
+"$PY" -m training.deepen core/models/fbcnn_compact.pth training/run11/deepened.pth --add scale3=2 body=3
+"$PY" -m training.train --init training/run11/deepened.pth --loss-power 1.0 --iters 12000 --lr 2e-4 \
+    --patch 128 --batch 16 --threads 1 --val-every 500 --seed 3 --out training/run11

@@ -80,10 +80,14 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--json", action="store_true", help="one JSON object per input per line")
     _model_device(e)
 
-    sub.add_parser("models", help="list the models, their state and path")
+    m = sub.add_parser("models", help="list the models, their state and path")
+    m.add_argument("--json", action="store_true",
+                   help="one JSON object: this Python, core, torch and the GPU it sees, the models")
 
     d = sub.add_parser("download", help="download and verify an official model")
     d.add_argument("name", choices=[n for n, e in weights.REGISTRY.items() if not e.bundled])
+    d.add_argument("--url-base", metavar="URL",
+                   help="download URL/<file> instead of the official release (a mirror)")
     return p
 
 
@@ -257,11 +261,47 @@ def runtime_note() -> str:
             "(`pip install openvino` makes the CPU faster).")
 
 
+def model_states() -> dict:
+    """name -> {state, path, bundled} for every model of the registry."""
+    return {name: {"state": weights.status(name), "path": str(weights.model_path(name)),
+                   "bundled": bool(e.bundled)} for name, e in weights.REGISTRY.items()}
+
+
+def torch_report() -> dict:
+    """The torch this Python imports and the GPU it sees; torch_error when it cannot."""
+    out = {}
+    try:
+        import torch
+        out.update(torch=torch.__version__, torch_file=torch.__file__,
+                   cuda=bool(torch.cuda.is_available()), cuda_build=torch.version.cuda,
+                   hip_build=getattr(torch.version, "hip", None))
+        if out["cuda"]:
+            out["gpu_name"] = torch.cuda.get_device_name(0)
+        mps = getattr(torch.backends, "mps", None)
+        out["mps"] = bool(mps and mps.is_available())
+    except Exception as err:  # noqa: BLE001 - a broken torch is what this reports
+        out["torch_error"] = repr(err)
+    return out
+
+
+def models_report() -> dict:
+    """`fbcnn models --json`: what the installer and its --check read from a venv."""
+    out = {"python": sys.executable, "version": sys.version.split()[0],
+           "core_path": str(pathlib.Path(__file__).absolute().parent.parent)}
+    out.update(torch_report())
+    try:
+        out["model_dir"] = str(weights.cache_dir())
+        out["models"] = model_states()
+    except Exception as err:  # noqa: BLE001 - reported, like torch's
+        out["weights_error"] = repr(err)
+    return out
+
+
 def cmd_models(args) -> int:
-    rows = []
-    for name in weights.REGISTRY:
-        state = STATE_LABELS[weights.status(name)]
-        rows.append((name, state, str(weights.model_path(name))))
+    if args.json:
+        print(json.dumps(models_report()), flush=True)
+        return OK
+    rows = [(name, STATE_LABELS[m["state"]], m["path"]) for name, m in model_states().items()]
     width = max(len(r[0]) for r in rows)
     swidth = max(len(r[1]) for r in rows)
     for name, state, path in rows:
@@ -274,21 +314,40 @@ def cmd_models(args) -> int:
 
 def cmd_download(args) -> int:
     e = weights.REGISTRY[args.name]
+    url = args.url_base.rstrip("/") + "/" + e.filename if args.url_base else None
     with tqdm(total=e.size, unit="B", unit_scale=True, unit_divisor=1024, desc=args.name,
               file=sys.stderr, disable=None) as bar:
+        plain = plain_progress(args.name, url or e.url) if bar.disable else None
+
         def progress(done, total):
+            if plain:
+                return plain(done, total)
             if total and bar.total != total:
                 bar.total = total
             bar.update(done - bar.n)
 
         try:
-            path = weights.download(args.name, progress=progress)
+            path = weights.download(args.name, progress=progress, url=url)
         except (weights.ModelMissing, weights.VerificationError) as err:
             bar.close()
             print(f"fbcnn: error: {_one_line(err)}", file=sys.stderr)
             return FATAL
     print(f"{args.name}: downloaded and verified: {path}")
     return OK
+
+
+def plain_progress(name: str, url: str):
+    """Progress for a log or a pipe, where tqdm draws nothing: a line at the start and
+    at every tenth of the file."""
+    print(f"fbcnn: downloading {name} from {url}", file=sys.stderr, flush=True)
+    shown = {"tenth": 0}
+
+    def progress(done, total):
+        tenth = 10 * done // total if total else 0
+        if tenth > shown["tenth"]:
+            shown["tenth"] = tenth
+            print(f"fbcnn: {name}: {10 * tenth}% of {total / 1e6:.1f} MB", file=sys.stderr, flush=True)
+    return progress
 
 
 COMMANDS = {"restore": cmd_restore, "estimate": cmd_estimate, "models": cmd_models, "download": cmd_download}

@@ -238,6 +238,63 @@ def test_models_and_download(tmp_path, server, model_file):
     assert r.returncode == 2 and "404" in r.stderr and str(tmp_path / "cache" / "tiny.pth") in r.stderr
 
 
+def test_models_json_is_what_the_installer_reads(tmp_path, server, model_file):
+    """`fbcnn models --json`: one JSON object with this Python, core, torch and the
+    models' states (the installer and its --check read it from the venv)."""
+    data = model_file.read_bytes()
+    (tmp_path / "cache").mkdir()
+    (tmp_path / "cache" / "tiny.pth").write_bytes(data)
+    (tmp_path / "cache" / "fbcnn_gray.pth").write_bytes(b"not the real thing")
+    prelude = REGISTER.format(bundled=str(weights.PACKAGE_MODELS), url=server.url + "/tiny.pth",
+                              size=len(data), sha=hashlib.sha256(data).hexdigest())
+    r = run(["models", "--json"], tmp_path, prelude=prelude)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert len(lines) == 1
+    info = json.loads(lines[0])
+    assert info["python"] == sys.executable and info["version"] == sys.version.split()[0]
+    assert os.path.samefile(info["core_path"], ROOT)
+    assert info["torch"] == torch.__version__ and info["torch_file"] == torch.__file__
+    assert info["cuda"] is torch.cuda.is_available() and info["cuda_build"] == torch.version.cuda
+    assert info["hip_build"] == getattr(torch.version, "hip", None) and info["mps"] in (True, False)
+    assert info["model_dir"] == str(tmp_path / "cache")
+    models = info["models"]
+    assert list(models) == list(weights.REGISTRY) + ["tiny"]
+    assert models["compact"] == {"state": "bundled", "bundled": True,
+                                 "path": str(weights.PACKAGE_MODELS / "fbcnn_compact.pth")}
+    assert models["tiny"] == {"state": "downloaded", "bundled": False,
+                              "path": str(tmp_path / "cache" / "tiny.pth")}
+    assert models["fbcnn_gray"]["state"] == "corrupt"
+    assert models["fbcnn_color"]["state"] == "missing"
+    assert not any(key.endswith("_error") for key in info)
+
+
+def test_models_json_without_torch_says_so_and_still_lists_the_models(tmp_path):
+    r = run(["models", "--json"], tmp_path, prelude="import sys\nsys.modules['torch'] = None")
+    assert r.returncode == 0, r.stderr
+    info = json.loads(r.stdout)
+    assert "torch" not in info and "ModuleNotFoundError" in info["torch_error"]
+    assert info["models"]["compact"]["state"] == "bundled"
+
+
+def test_download_from_a_mirror_shows_progress_in_a_pipe(tmp_path, server, model_file):
+    """--url-base (the installer's --model-url-base): BASE/<file>, progress lines where
+    tqdm draws nothing, and exit 2 when the mirror lacks the file."""
+    data = model_file.read_bytes()
+    server.files["/mirror/tiny.pth"] = data
+    prelude = REGISTER.format(bundled=str(weights.PACKAGE_MODELS), url="http://127.0.0.1:9/nowhere/tiny.pth",
+                              size=len(data), sha=hashlib.sha256(data).hexdigest())
+    r = run(["download", "tiny", "--url-base", server.url + "/mirror/"], tmp_path, prelude=prelude)
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "cache" / "tiny.pth").read_bytes() == data
+    assert f"fbcnn: downloading tiny from {server.url}/mirror/tiny.pth" in r.stderr
+    assert f"fbcnn: tiny: 100% of {len(data) / 1e6:.1f} MB" in r.stderr
+    assert "downloaded and verified" in r.stdout
+    (tmp_path / "cache" / "tiny.pth").unlink()
+    r = run(["download", "tiny", "--url-base", server.url + "/elsewhere"], tmp_path, prelude=prelude)
+    assert r.returncode == 2 and "404" in r.stderr and "/elsewhere/tiny.pth" in r.stderr
+
+
 def test_usage_errors(tmp_path, capsys):
     a, b = jpeg(tmp_path / "a.jpg"), jpeg(tmp_path / "b.jpg")
     assert cli.main(["restore", str(a), str(b), "-o", str(tmp_path / "o.png")]) == 2

@@ -465,6 +465,11 @@ def test_config_path(monkeypatch, tmp_path):
     if sys.platform.startswith("linux"):
         monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
         assert client.config_path() == tmp_path / "fbcnn" / "frontend.json"
+        # A relative XDG_CONFIG_HOME is invalid per the XDG spec: ignored, as the
+        # installer ignores it (it writes the file where this function says).
+        monkeypatch.setenv("HOME", str(tmp_path / "home"))
+        monkeypatch.setenv("XDG_CONFIG_HOME", "relative/cfg")
+        assert client.config_path() == tmp_path / "home" / ".config" / "fbcnn" / "frontend.json"
     monkeypatch.setenv("FBCNN_FRONTEND_CONFIG", str(tmp_path / "x.json"))
     assert client.config_path() == tmp_path / "x.json"
 

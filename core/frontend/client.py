@@ -52,7 +52,10 @@ def config_path() -> pathlib.Path:
         return pathlib.Path(base) / "fbcnn" / "frontend.json"
     if sys.platform == "darwin":
         return pathlib.Path.home() / "Library" / "Application Support" / "fbcnn" / "frontend.json"
-    base = os.environ.get("XDG_CONFIG_HOME") or str(pathlib.Path.home() / ".config")
+    # The XDG spec says a relative XDG_CONFIG_HOME is invalid and must be ignored.
+    base = os.environ.get("XDG_CONFIG_HOME", "")
+    if not os.path.isabs(base):
+        base = str(pathlib.Path.home() / ".config")
     return pathlib.Path(base) / "fbcnn" / "frontend.json"
 
 

@@ -11,7 +11,7 @@ import time
 import numpy as np
 import pytest
 
-import installer
+import install.placing
 from core import weights
 from core.frontend import client, texts
 from core.frontend.client import Worker, WorkerError, pixel_format
@@ -84,7 +84,7 @@ def test_client_runs_under_isolated_python_without_numpy(tmp_path, model_path):
     imported by a plain `python -I` that has no numpy or torch."""
     plugin_dir = tmp_path / "plugin"
     plugin_dir.mkdir()
-    installer.place_frontend(ROOT / "core" / "frontend", plugin_dir)
+    install.placing.place_frontend(ROOT / "core" / "frontend", plugin_dir)
     (tmp_path / "check.py").write_text(ISOLATED_SCRIPT)
     config = tmp_path / "frontend.json"
     config.write_text(json.dumps({"python": sys.executable, "core_path": str(ROOT)}))

@@ -1,4 +1,4 @@
-"""Unit tests of installer.py: path discovery on three OSes, torch choice, kritarc
+"""Unit tests of the installer (installer.py, the package install/): path discovery on three OSes, torch choice, kritarc
 editing, manifest-based uninstall, dry-run and re-runs.
 
 Fake HOME/APPDATA/LOCALAPPDATA trees live under tmp_path; sys.platform is patched
@@ -10,14 +10,23 @@ import os
 import shutil
 import subprocess
 import sys
-import types
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-import installer  # noqa: E402
+import install.discovery  # noqa: E402
+import install.doctor  # noqa: E402
+import install.gimp_python  # noqa: E402
+import install.kritarc  # noqa: E402
+import install.main  # noqa: E402
+import install.manifest  # noqa: E402
+import install.paths  # noqa: E402
+import install.placing  # noqa: E402
+import install.plan  # noqa: E402
+import install.torch_choice  # noqa: E402
+import install.worker_env  # noqa: E402
 
 
 @pytest.fixture
@@ -51,19 +60,19 @@ def quiet_flatpak(app):
 
 def test_linux_paths_follow_xdg_and_defaults(fake_home, monkeypatch):
     monkeypatch.setattr(sys, "platform", "linux")
-    assert installer.data_dir() == fake_home / ".local/share/fbcnn"
-    assert installer.default_venv() == fake_home / ".local/share/fbcnn/venv"
-    assert installer.frontend_config_path() == fake_home / ".config/fbcnn/frontend.json"
-    assert installer.native_kritarc() == fake_home / ".config/kritarc"
-    assert installer.venv_python(Path("/v")) == Path("/v/bin/python")
+    assert install.paths.data_dir() == fake_home / ".local/share/fbcnn"
+    assert install.paths.default_venv() == fake_home / ".local/share/fbcnn/venv"
+    assert install.paths.frontend_config_path() == fake_home / ".config/fbcnn/frontend.json"
+    assert install.discovery.native_kritarc() == fake_home / ".config/kritarc"
+    assert install.paths.venv_python(Path("/v")) == Path("/v/bin/python")
     monkeypatch.setenv("XDG_CONFIG_HOME", str(fake_home / "cfg"))
     monkeypatch.setenv("XDG_DATA_HOME", str(fake_home / "dat"))
-    assert installer.frontend_config_path() == fake_home / "cfg/fbcnn/frontend.json"
-    assert installer.data_dir() == fake_home / "dat/fbcnn"
-    assert installer.native_kritarc() == fake_home / "cfg/kritarc"
+    assert install.paths.frontend_config_path() == fake_home / "cfg/fbcnn/frontend.json"
+    assert install.paths.data_dir() == fake_home / "dat/fbcnn"
+    assert install.discovery.native_kritarc() == fake_home / "cfg/kritarc"
     # A relative XDG value is invalid per the spec and ignored.
     monkeypatch.setenv("XDG_DATA_HOME", "relative/dir")
-    assert installer.data_dir() == fake_home / ".local/share/fbcnn"
+    assert install.paths.data_dir() == fake_home / ".local/share/fbcnn"
 
 
 def test_linux_discovers_native_and_flatpak_profiles(fake_home, monkeypatch):
@@ -75,14 +84,14 @@ def test_linux_discovers_native_and_flatpak_profiles(fake_home, monkeypatch):
     for d in (gimp_native, gimp_flat, krita_native, krita_flat):
         d.mkdir(parents=True)
     extra = fake_home / "elsewhere/profile"
-    gimp = installer.find_gimp_targets([str(extra)], programs=[], flatpak_check=quiet_flatpak)
+    gimp = install.discovery.find_gimp_targets([str(extra)], programs=[], flatpak_check=quiet_flatpak)
     assert [(t.kind, t.root, t.flatpak_app) for t in gimp] == [
         ("custom", extra, None), ("native", gimp_native, None),
         ("flatpak", gimp_flat, "org.gimp.GIMP")]
     assert gimp[1].plugin_dir == gimp_native / "plug-ins/fbcnn_gimp"
     assert gimp[0].exists is False  # --gimp-dir that does not exist yet is created
 
-    krita = installer.find_krita_targets(programs=[], flatpak_check=quiet_flatpak)
+    krita = install.discovery.find_krita_targets(programs=[], flatpak_check=quiet_flatpak)
     assert [(t.kind, t.root, t.kritarc) for t in krita] == [
         ("native", krita_native, fake_home / ".config/kritarc"),
         ("flatpak", krita_flat, fake_home / ".var/app/org.kde.krita/config/kritarc")]
@@ -91,30 +100,30 @@ def test_linux_discovers_native_and_flatpak_profiles(fake_home, monkeypatch):
 
 def test_linux_nothing_found_without_profiles_or_programs(fake_home, monkeypatch):
     monkeypatch.setattr(sys, "platform", "linux")
-    assert installer.find_gimp_targets(programs=[], flatpak_check=quiet_flatpak) == []
-    assert installer.find_krita_targets(programs=[], flatpak_check=quiet_flatpak) == []
+    assert install.discovery.find_gimp_targets(programs=[], flatpak_check=quiet_flatpak) == []
+    assert install.discovery.find_krita_targets(programs=[], flatpak_check=quiet_flatpak) == []
 
 
 def test_installed_program_without_profile_gets_one_unless_210_would_migrate(fake_home, monkeypatch):
     monkeypatch.setattr(sys, "platform", "linux")
-    gimp = installer.find_gimp_targets(programs=["/usr/bin/gimp-3.0"], flatpak_check=quiet_flatpak)
+    gimp = install.discovery.find_gimp_targets(programs=["/usr/bin/gimp-3.0"], flatpak_check=quiet_flatpak)
     assert [(t.root, t.exists) for t in gimp] == [(fake_home / ".config/GIMP/3.0", False)]
-    krita = installer.find_krita_targets(programs=["/usr/bin/krita"], flatpak_check=quiet_flatpak)
+    krita = install.discovery.find_krita_targets(programs=["/usr/bin/krita"], flatpak_check=quiet_flatpak)
     assert [(t.root, t.exists) for t in krita] == [(fake_home / ".local/share/krita", False)]
     # A GIMP 2.10 profile: GIMP 3 migrates it only into a profile that does not exist.
     (fake_home / ".config/GIMP/2.10").mkdir(parents=True)
-    assert installer.find_gimp_targets(programs=["/usr/bin/gimp-3.0"], flatpak_check=quiet_flatpak) == []
+    assert install.discovery.find_gimp_targets(programs=["/usr/bin/gimp-3.0"], flatpak_check=quiet_flatpak) == []
     # A Flatpak that is installed but never started.
-    gimp = installer.find_gimp_targets(programs=[], flatpak_check=lambda app: app == "org.gimp.GIMP")
+    gimp = install.discovery.find_gimp_targets(programs=[], flatpak_check=lambda app: app == "org.gimp.GIMP")
     assert [(t.kind, t.exists) for t in gimp] == [("flatpak", False)]
 
 
 def test_flatpak_install_detected_from_the_user_installation(fake_home, monkeypatch):
     monkeypatch.setattr(sys, "platform", "linux")
-    assert not installer.flatpak_installed("org.example.Nothing")
+    assert not install.discovery.flatpak_installed("org.example.Nothing")
     (fake_home / ".local/share/flatpak/app/org.kde.krita").mkdir(parents=True)
-    assert installer.flatpak_installed("org.kde.krita")
-    krita = installer.find_krita_targets(programs=[])
+    assert install.discovery.flatpak_installed("org.kde.krita")
+    krita = install.discovery.find_krita_targets(programs=[])
     assert [(t.kind, t.exists) for t in krita] == [("flatpak", False)]
 
 
@@ -126,16 +135,16 @@ def test_windows_paths_use_appdata_and_localappdata(fake_home, tmp_path, monkeyp
     monkeypatch.setenv("ProgramFiles", str(tmp_path / "nowhere"))
     (roaming / "GIMP/3.0").mkdir(parents=True)
     (roaming / "krita").mkdir(parents=True)
-    assert installer.data_dir() == local / "fbcnn"
-    assert installer.frontend_config_path() == roaming / "fbcnn/frontend.json"
-    assert installer.venv_python(Path("v")) == Path("v/Scripts/python.exe")
-    gimp = installer.find_gimp_targets(programs=[], flatpak_check=quiet_flatpak)
+    assert install.paths.data_dir() == local / "fbcnn"
+    assert install.paths.frontend_config_path() == roaming / "fbcnn/frontend.json"
+    assert install.paths.venv_python(Path("v")) == Path("v/Scripts/python.exe")
+    gimp = install.discovery.find_gimp_targets(programs=[], flatpak_check=quiet_flatpak)
     assert [(t.kind, t.root) for t in gimp] == [("native", roaming / "GIMP/3.0")]
-    krita = installer.find_krita_targets(programs=[], flatpak_check=quiet_flatpak)
+    krita = install.discovery.find_krita_targets(programs=[], flatpak_check=quiet_flatpak)
     # kritarc lives in LOCALAPPDATA, not beside the resources in APPDATA.
     assert [(t.root, t.kritarc) for t in krita] == [(roaming / "krita", local / "kritarc")]
     # No Flatpak on Windows, and GIMP's own Python needs no pinning.
-    assert installer.gimp_interpreter_pin(has_gi=lambda p: False)[0] is None
+    assert install.gimp_python.gimp_interpreter_pin(has_gi=lambda p: False)[0] is None
 
 
 def test_windows_program_files_detection(fake_home, tmp_path, monkeypatch):
@@ -149,8 +158,8 @@ def test_windows_program_files_detection(fake_home, tmp_path, monkeypatch):
     kexe.write_text("")
     monkeypatch.setenv("ProgramFiles", str(pf))
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
-    assert installer.gimp_programs() == [str(exe)]
-    assert installer.krita_programs() == [str(kexe)]
+    assert install.discovery.gimp_programs() == [str(exe)]
+    assert install.discovery.krita_programs() == [str(kexe)]
 
 
 def test_macos_paths_use_library(fake_home, monkeypatch):
@@ -158,14 +167,14 @@ def test_macos_paths_use_library(fake_home, monkeypatch):
     support = fake_home / "Library/Application Support"
     (support / "GIMP/3.0").mkdir(parents=True)
     (support / "krita").mkdir(parents=True)
-    assert installer.data_dir() == support / "fbcnn"
-    assert installer.frontend_config_path() == support / "fbcnn/frontend.json"
-    gimp = installer.find_gimp_targets(programs=[], flatpak_check=quiet_flatpak)
+    assert install.paths.data_dir() == support / "fbcnn"
+    assert install.paths.frontend_config_path() == support / "fbcnn/frontend.json"
+    gimp = install.discovery.find_gimp_targets(programs=[], flatpak_check=quiet_flatpak)
     assert [t.root for t in gimp] == [support / "GIMP/3.0"]
-    krita = installer.find_krita_targets(programs=[], flatpak_check=quiet_flatpak)
+    krita = install.discovery.find_krita_targets(programs=[], flatpak_check=quiet_flatpak)
     assert [(t.root, t.kritarc) for t in krita] == [
         (support / "krita", fake_home / "Library/Preferences/kritarc")]
-    assert installer.venv_python(Path("/v")) == Path("/v/bin/python")
+    assert install.paths.venv_python(Path("/v")) == Path("/v/bin/python")
 
 
 def test_gimp3_directory_env_is_a_profile(fake_home, tmp_path, monkeypatch):
@@ -173,7 +182,7 @@ def test_gimp3_directory_env_is_a_profile(fake_home, tmp_path, monkeypatch):
     prof = tmp_path / "gimpprof"
     prof.mkdir()
     monkeypatch.setenv("GIMP3_DIRECTORY", str(prof))
-    gimp = installer.find_gimp_targets(programs=[], flatpak_check=quiet_flatpak)
+    gimp = install.discovery.find_gimp_targets(programs=[], flatpak_check=quiet_flatpak)
     assert [t.root for t in gimp] == [prof]
 
 
@@ -228,19 +237,19 @@ def test_profiles_of_gimp_30_and_32_are_both_installed_into(fake_home, tmp_path,
         (config / series).mkdir(parents=True)
     (config / "3.2-backup").mkdir()
     before = snapshot(fake_home)
-    gimp = installer.find_gimp_targets(programs=[], flatpak_check=quiet_flatpak)
+    gimp = install.discovery.find_gimp_targets(programs=[], flatpak_check=quiet_flatpak)
     # 3.10 sorts after 3.2 by number, not by text; 2.10 and the backup are no GIMP 3 profiles.
     assert gimp_roots(gimp) == [("native", config / "3.0", "3.0", True),
                                 ("native", config / "3.2", "3.2", True),
                                 ("native", config / "3.10", "3.10", True)]
-    manifest = installer.Manifest(installer.manifest_path())
-    installer.make_dirs(manifest.path.parent, manifest)
+    manifest = install.manifest.Manifest(install.paths.manifest_path())
+    install.manifest.make_dirs(manifest.path.parent, manifest)
     place_everything(make_test_plan(fake_home, fake_sources(tmp_path), gimp, []), manifest)
     for series in ("3.0", "3.2", "3.10"):
         assert (config / series / "plug-ins/fbcnn_gimp/fbcnn_gimp.py").is_file()
         assert (config / series / "plug-ins/fbcnn_gimp/fbcnn_frontend/client.py").is_file()
     assert not (config / "2.10/plug-ins").exists()
-    assert installer.main(["--uninstall"]) == 0
+    assert install.main.main(["--uninstall"]) == 0
     assert snapshot(fake_home) == before
 
 
@@ -249,10 +258,10 @@ def test_only_a_32_profile_and_the_plan_names_its_version(fake_home, tmp_path, m
     fake_path(tmp_path, monkeypatch, {"gimp-console-3": gimp_says("3.2.6"), "gimp-3": gimp_says("3.2.6")})
     profile = fake_home / ".config/GIMP/3.2"
     profile.mkdir(parents=True)
-    gimp = installer.find_gimp_targets(flatpak_check=quiet_flatpak)
+    gimp = install.discovery.find_gimp_targets(flatpak_check=quiet_flatpak)
     assert gimp_roots(gimp) == [("native", profile, "3.2", True)]
     assert not (fake_home / ".config/GIMP/3.0").exists()
-    installer.print_plan(make_test_plan(fake_home, fake_sources(tmp_path), gimp, []))
+    install.plan.print_plan(make_test_plan(fake_home, fake_sources(tmp_path), gimp, []))
     lines = capsys.readouterr().out.splitlines()
     assert f"  GIMP 3.2         {profile}/plug-ins/fbcnn_gimp" in lines
 
@@ -261,16 +270,16 @@ def test_a_gimp_32_without_a_profile_gets_the_32_folder(fake_home, tmp_path, mon
     monkeypatch.setattr(sys, "platform", "linux")
     bindir = fake_path(tmp_path, monkeypatch, {"gimp-3": gimp_says("3.2.6"),
                                                "gimp-console-3.2": gimp_says("3.2.6")})
-    assert installer.gimp_programs() == [str(bindir / "gimp-3"), str(bindir / "gimp-console-3.2")]
+    assert install.discovery.gimp_programs() == [str(bindir / "gimp-3"), str(bindir / "gimp-console-3.2")]
     config = fake_home / ".config/GIMP"
-    gimp = installer.find_gimp_targets(flatpak_check=quiet_flatpak)
+    gimp = install.discovery.find_gimp_targets(flatpak_check=quiet_flatpak)
     assert gimp_roots(gimp) == [("native", config / "3.2", "3.2", False)]
     plan = make_test_plan(fake_home, fake_sources(tmp_path), gimp, [])
-    installer.print_plan(plan)
+    install.plan.print_plan(plan)
     assert f"  GIMP 3.2         {config}/3.2/plug-ins/fbcnn_gimp  (profile created)" in \
         capsys.readouterr().out.splitlines()
-    manifest = installer.Manifest(installer.manifest_path())
-    installer.install_gimp(gimp[0], plan, manifest)
+    manifest = install.manifest.Manifest(install.paths.manifest_path())
+    install.placing.install_gimp(gimp[0], plan, manifest)
     assert (config / "3.2/plug-ins/fbcnn_gimp/fbcnn_gimp.py").is_file()
     assert str(config / "3.2") in manifest.data["dirs"]
 
@@ -283,7 +292,7 @@ def test_a_new_series_beside_an_older_profile_is_left_to_gimp_to_migrate(
     fake_path(tmp_path, monkeypatch, {"gimp-3": gimp_says("3.2.6")})
     config = fake_home / ".config/GIMP"
     (config / older).mkdir(parents=True)
-    gimp = installer.find_gimp_targets(flatpak_check=quiet_flatpak)
+    gimp = install.discovery.find_gimp_targets(flatpak_check=quiet_flatpak)
     expected = [("native", config / "3.0", "3.0", True)] if older == "3.0" else []
     assert gimp_roots(gimp) == expected
     assert not (config / "3.2").exists()
@@ -298,12 +307,12 @@ def test_flatpak_gimp_32(fake_home, tmp_path, monkeypatch):
     flat = fake_home / ".var/app/org.gimp.GIMP/config/GIMP"
     is_gimp = lambda app: app == "org.gimp.GIMP"  # noqa: E731
     # Installed, never started: its own series' folder is created.
-    gimp = installer.find_gimp_targets(programs=[], flatpak_check=is_gimp)
+    gimp = install.discovery.find_gimp_targets(programs=[], flatpak_check=is_gimp)
     assert gimp_roots(gimp) == [("flatpak", flat / "3.2", "3.2", False)]
     assert gimp[0].flatpak_app == "org.gimp.GIMP" and gimp[0].title() == "GIMP 3.2 (Flatpak)"
     # Started once: the profile is there, and no 3.0 one is made beside it.
     (flat / "3.2").mkdir(parents=True)
-    gimp = installer.find_gimp_targets(programs=[], flatpak_check=is_gimp)
+    gimp = install.discovery.find_gimp_targets(programs=[], flatpak_check=is_gimp)
     assert gimp_roots(gimp) == [("flatpak", flat / "3.2", "3.2", True)]
 
 
@@ -316,7 +325,7 @@ def test_windows_finds_every_series_and_creates_the_installed_ones(fake_home, tm
     monkeypatch.setenv("ProgramFiles", str(pf))
     (roaming / "GIMP/3.0").mkdir(parents=True)
     (roaming / "GIMP/3.4").mkdir(parents=True)
-    gimp = installer.find_gimp_targets(programs=[], flatpak_check=quiet_flatpak)
+    gimp = install.discovery.find_gimp_targets(programs=[], flatpak_check=quiet_flatpak)
     assert gimp_roots(gimp) == [("native", roaming / "GIMP/3.0", "3.0", True),
                                 ("native", roaming / "GIMP/3.4", "3.4", True)]
     # GIMP 3.2's installer puts gimp-3.2.exe in "GIMP 3": its name tells the series.
@@ -327,11 +336,11 @@ def test_windows_finds_every_series_and_creates_the_installed_ones(fake_home, tm
     old = pf / "GIMP 2/bin/gimp-2.10.exe"
     old.parent.mkdir(parents=True)
     old.write_text("")
-    assert installer.gimp_programs() == [str(old), str(exe)]
-    assert installer.program_version(str(exe)) == "3.2"
+    assert install.discovery.gimp_programs() == [str(old), str(exe)]
+    assert install.discovery.program_version(str(exe)) == "3.2"
     shutil.rmtree(roaming / "GIMP/3.0")
     shutil.rmtree(roaming / "GIMP/3.4")
-    gimp = installer.find_gimp_targets(flatpak_check=quiet_flatpak)
+    gimp = install.discovery.find_gimp_targets(flatpak_check=quiet_flatpak)
     assert gimp_roots(gimp) == [("native", roaming / "GIMP/3.2", "3.2", False)]
 
 
@@ -341,7 +350,7 @@ def test_macos_finds_a_32_profile_and_creates_one_for_gimp_32(fake_home, monkeyp
     monkeypatch.setenv("PATH", "/nonexistent")
     support = fake_home / "Library/Application Support/GIMP"
     (support / "3.2").mkdir(parents=True)
-    gimp = installer.find_gimp_targets(programs=[], flatpak_check=quiet_flatpak)
+    gimp = install.discovery.find_gimp_targets(programs=[], flatpak_check=quiet_flatpak)
     assert gimp_roots(gimp) == [("native", support / "3.2", "3.2", True)]
     app = fake_home / "Applications/GIMP.app/Contents"
     (app / "MacOS").mkdir(parents=True)
@@ -349,43 +358,43 @@ def test_macos_finds_a_32_profile_and_creates_one_for_gimp_32(fake_home, monkeyp
     with open(app / "Info.plist", "wb") as f:
         plistlib.dump({"CFBundleShortVersionString": "3.2.6"}, f)
     (support / "3.2").rmdir()
-    gimp = installer.find_gimp_targets(flatpak_check=quiet_flatpak)
+    gimp = install.discovery.find_gimp_targets(flatpak_check=quiet_flatpak)
     assert gimp_roots(gimp) == [("native", support / "3.2", "3.2", False)]
 
 
 def test_an_unknown_gimp_version_falls_back_to_30_and_says_so(fake_home, tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(sys, "platform", "linux")
     bindir = fake_path(tmp_path, monkeypatch, {"gimp-3": None})
-    gimp = installer.find_gimp_targets(flatpak_check=quiet_flatpak)
+    gimp = install.discovery.find_gimp_targets(flatpak_check=quiet_flatpak)
     assert gimp_roots(gimp) == [("native", fake_home / ".config/GIMP/3.0", "3.0", False)]
     note = (f"the version of {bindir / 'gimp-3'} could not be learned; "
             "GIMP 3.0's profile folder is assumed")
     assert gimp[0].note == note
-    installer.print_plan(make_test_plan(fake_home, fake_sources(tmp_path), gimp, []))
+    install.plan.print_plan(make_test_plan(fake_home, fake_sources(tmp_path), gimp, []))
     assert f"                   note: {note}" in capsys.readouterr().out.splitlines()
     # A known version elsewhere wins over the guess.
     fake_path(tmp_path, monkeypatch, {"gimp-3": None, "gimp-console-3": gimp_says("3.2.6")})
-    gimp = installer.find_gimp_targets(flatpak_check=quiet_flatpak)
+    gimp = install.discovery.find_gimp_targets(flatpak_check=quiet_flatpak)
     assert gimp_roots(gimp) == [("native", fake_home / ".config/GIMP/3.2", "3.2", False)]
     # A Flatpak whose version flatpak cannot tell: the same fallback.
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
-    gimp = installer.find_gimp_targets(programs=[], flatpak_check=lambda app: app == "org.gimp.GIMP")
+    gimp = install.discovery.find_gimp_targets(programs=[], flatpak_check=lambda app: app == "org.gimp.GIMP")
     assert [(t.root.name, t.note) for t in gimp] == [
         ("3.0", "the version of Flatpak org.gimp.GIMP could not be learned; "
                 "GIMP 3.0's profile folder is assumed")]
 
 
 def test_version_advice_follows_the_tested_ranges():
-    assert installer.GIMP_TESTED == ((3, 0), (3, 2)) and installer.KRITA_TESTED == ((5, 1), (6, 0))
+    assert install.discovery.GIMP_TESTED == ((3, 0), (3, 2)) and install.discovery.KRITA_TESTED == ((5, 1), (6, 0))
     for app, version in (("GIMP", "3.0.0"), ("GIMP", "3.2.6"), ("Krita", "5.1.5"), ("Krita", "6.0.4.1")):
-        assert installer.version_advice(app, version) == "", (app, version)
-    assert installer.version_advice("GIMP", "2.10.38").startswith(
+        assert install.discovery.version_advice(app, version) == "", (app, version)
+    assert install.discovery.version_advice("GIMP", "2.10.38").startswith(
         "WARNING: the plug-in needs GIMP 3.0 or newer: install GIMP 3 (")
-    assert installer.version_advice("Krita", "5.0.2").startswith(
+    assert install.discovery.version_advice("Krita", "5.0.2").startswith(
         "WARNING: the plug-in needs Krita 5.1 or newer: install a newer Krita (")
-    assert installer.version_advice("GIMP", "3.4.0").startswith(
+    assert install.discovery.version_advice("GIMP", "3.4.0").startswith(
         "note: GIMP 3.4.0 is newer than tested (GIMP 3.0 to 3.2); it is untested")
-    assert installer.version_advice("Krita", None).startswith("note: its version could not be learned")
+    assert install.discovery.version_advice("Krita", None).startswith("note: its version could not be learned")
 
 
 def test_check_lists_every_editor_with_its_version_and_advice(fake_home, tmp_path, monkeypatch, capsys):
@@ -397,13 +406,13 @@ def test_check_lists_every_editor_with_its_version_and_advice(fake_home, tmp_pat
                        flatpaks={"org.kde.krita": "6.1.0"})
     (fake_home / ".local/share/flatpak/app/org.kde.krita").mkdir(parents=True)
     (fake_home / ".config/GIMP/3.2").mkdir(parents=True)
-    assert installer.check(installer.parse_args(["--check"]), probes=FakeProbes()) == 1
+    assert install.doctor.check(install.main.parse_args(["--check"]), probes=FakeProbes()) == 1
     out = capsys.readouterr().out
     editors = out.split("==> Editors\n")[1].split("\n\n")[0].splitlines()
     pad = " " * 19
     assert editors == [
         f"  GIMP 2.10.38     {bindir}/gimp-2.10",
-        pad + "WARNING: the plug-in needs GIMP 3.0 or newer: " + installer.TOO_OLD_ADVICE["GIMP"],
+        pad + "WARNING: the plug-in needs GIMP 3.0 or newer: " + install.discovery.TOO_OLD_ADVICE["GIMP"],
         f"  GIMP (version unknown) {bindir}/gimp-3",
         pad + "note: its version could not be learned; the plug-in is tested with GIMP 3.0 to 3.2",
         f"  GIMP 3.4.0       {bindir}/gimp-3.4",
@@ -411,7 +420,7 @@ def test_check_lists_every_editor_with_its_version_and_advice(fake_home, tmp_pat
               "likely works; please report what does not",
         f"  GIMP 3.2.6       {bindir}/gimp-console-3",
         f"  Krita 4.4.8      {bindir}/krita",
-        pad + "WARNING: the plug-in needs Krita 5.1 or newer: " + installer.TOO_OLD_ADVICE["Krita"],
+        pad + "WARNING: the plug-in needs Krita 5.1 or newer: " + install.discovery.TOO_OLD_ADVICE["Krita"],
         "  Krita 6.1.0      Flatpak org.kde.krita",
         pad + "note: Krita 6.1.0 is newer than tested (Krita 5.1 to 6.0); it is untested there and "
               "likely works; please report what does not"]
@@ -421,9 +430,9 @@ def test_check_lists_every_editor_with_its_version_and_advice(fake_home, tmp_pat
     assert ("  note: GIMP 3.4 is installed but has no profile yet and a GIMP 3.2 profile exists; "
             "start GIMP 3.4 once (it takes your settings over), then run this installer again.") in lines
     assert f"  warning: GIMP 2.10.38 ({bindir}/gimp-2.10): the plug-in needs GIMP 3.0 or newer: " \
-        + installer.TOO_OLD_ADVICE["GIMP"] in lines
+        + install.discovery.TOO_OLD_ADVICE["GIMP"] in lines
     assert f"  warning: Krita 4.4.8 ({bindir}/krita): the plug-in needs Krita 5.1 or newer: " \
-        + installer.TOO_OLD_ADVICE["Krita"] in lines
+        + install.discovery.TOO_OLD_ADVICE["Krita"] in lines
 
 
 @pytest.mark.parametrize("plat", ["linux", "win32", "darwin"])
@@ -433,9 +442,13 @@ def test_config_path_agrees_with_the_client(fake_home, tmp_path, monkeypatch, pl
     monkeypatch.setattr(sys, "platform", plat)
     monkeypatch.setenv("APPDATA", str(tmp_path / "Roaming"))
     monkeypatch.setenv("LOCALAPPDATA", str(tmp_path / "Local"))
-    assert Path(client.config_path()) == installer.frontend_config_path()
+    assert Path(client.config_path()) == install.paths.frontend_config_path()
+    monkeypatch.setenv("XDG_CONFIG_HOME", "relative/cfg")  # invalid per the XDG spec: both ignore it
+    assert Path(client.config_path()) == install.paths.frontend_config_path()
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "cfg"))
+    assert Path(client.config_path()) == install.paths.frontend_config_path()
     monkeypatch.setenv("FBCNN_FRONTEND_CONFIG", str(tmp_path / "x.json"))
-    assert Path(client.config_path()) == installer.frontend_config_path() == tmp_path / "x.json"
+    assert Path(client.config_path()) == install.paths.frontend_config_path() == tmp_path / "x.json"
 
 
 @pytest.mark.parametrize("plat", ["linux", "win32", "darwin"])
@@ -443,14 +456,14 @@ def test_model_dir_is_inside_the_data_dir_like_core_weights(fake_home, tmp_path,
     weights = pytest.importorskip("core.weights")
     monkeypatch.setattr(sys, "platform", plat)
     monkeypatch.setenv("LOCALAPPDATA", str(tmp_path / "Local"))
-    assert weights.cache_dir() == installer.data_dir() / "models"
+    assert weights.cache_dir() == install.paths.data_dir() / "models"
 
 
 def test_flatpak_configs_land_in_the_sandbox_config_home(fake_home, monkeypatch):
     monkeypatch.setattr(sys, "platform", "linux")
-    assert installer.flatpak_frontend_config_path("org.gimp.GIMP") == \
+    assert install.paths.flatpak_frontend_config_path("org.gimp.GIMP") == \
         fake_home / ".var/app/org.gimp.GIMP/config/fbcnn/frontend.json"
-    assert installer.flatpak_override_command("org.kde.krita") == \
+    assert install.plan.flatpak_override_command("org.kde.krita") == \
         "flatpak override --user --talk-name=org.freedesktop.Flatpak org.kde.krita"
 
 
@@ -467,21 +480,21 @@ def test_pin_when_path_python3_lacks_gi(tmp_path, monkeypatch):
     system.write_text("#!/bin/sh\nexit 0\n")  # "has gi"
     system.chmod(0o755)
     monkeypatch.setenv("PATH", str(bindir))
-    pin, why = installer.gimp_interpreter_pin(system_python=str(system))
+    pin, why = install.gimp_python.gimp_interpreter_pin(system_python=str(system))
     assert pin == str(system)
     assert "no gi" in why
-    assert installer.interp_text(pin) == f"python3={system}\n"
+    assert install.gimp_python.interp_text(pin) == f"python3={system}\n"
     # The PATH python3 has gi: nothing to pin.
     fake.write_text("#!/bin/sh\nexit 0\n")
-    assert installer.gimp_interpreter_pin(system_python=str(system))[0] is None
+    assert install.gimp_python.gimp_interpreter_pin(system_python=str(system))[0] is None
     # Nobody has gi: no pin, and the reason says what is missing.
-    pin, why = installer.gimp_interpreter_pin(has_gi=lambda p: False, system_python=str(system))
+    pin, why = install.gimp_python.gimp_interpreter_pin(has_gi=lambda p: False, system_python=str(system))
     assert pin is None and "gi" in why
 
 
 # ------------------------------------------------------------------ torch choice
 
-class FakeProbes(installer.Probes):
+class FakeProbes(install.torch_choice.Probes):
     def __init__(self, nvidia=(False, None, "no nvidia-smi on PATH"), rocm=(False, "no ROCm"),
                  machine="x86_64", base=None, pythons=None):
         self._nv, self._rocm, self._machine, self._base = nvidia, rocm, machine, base
@@ -506,7 +519,7 @@ CUDA_TORCH = {"version": "2.13.0+cu128", "cuda": "12.8", "hip": None, "mps": Fal
 
 def test_auto_on_a_cpu_only_linux_reuses_the_local_cpu_torch(monkeypatch):
     monkeypatch.setattr(sys, "platform", "linux")
-    c = installer.choose_torch("auto", None, "py", FakeProbes(base=CPU_TORCH))
+    c = install.torch_choice.choose_torch("auto", None, "py", FakeProbes(base=CPU_TORCH))
     assert (c.kind, c.index_url, c.reuse_base, c.gpu) == (
         "cpu", "https://download.pytorch.org/whl/cpu", True, False)
     text = " ".join(c.reasons)
@@ -516,39 +529,39 @@ def test_auto_on_a_cpu_only_linux_reuses_the_local_cpu_torch(monkeypatch):
 def test_auto_with_nvidia_picks_cuda_index_from_the_driver(monkeypatch):
     monkeypatch.setattr(sys, "platform", "linux")
     nv = (True, "12.8", "nvidia-smi sees NVIDIA H100")
-    c = installer.choose_torch("auto", None, "py", FakeProbes(nvidia=nv, base=CPU_TORCH))
+    c = install.torch_choice.choose_torch("auto", None, "py", FakeProbes(nvidia=nv, base=CPU_TORCH))
     assert (c.kind, c.index_url, c.reuse_base) == ("cuda", "https://download.pytorch.org/whl/cu128", False)
     assert "not a CUDA build" in " ".join(c.reasons)
-    c = installer.choose_torch("auto", None, "py", FakeProbes(nvidia=nv, base=CUDA_TORCH))
+    c = install.torch_choice.choose_torch("auto", None, "py", FakeProbes(nvidia=nv, base=CUDA_TORCH))
     assert c.reuse_base and c.gpu
-    assert installer.cuda_tag("13.1") == "cu130"
-    assert installer.cuda_tag("12.6") == "cu126"
-    assert installer.cuda_tag("11.8") == "cu118"
-    assert installer.cuda_tag(None) == "cu126"
+    assert install.torch_choice.cuda_tag("13.1") == "cu130"
+    assert install.torch_choice.cuda_tag("12.6") == "cu126"
+    assert install.torch_choice.cuda_tag("11.8") == "cu118"
+    assert install.torch_choice.cuda_tag(None) == "cu126"
 
 
 def test_auto_with_rocm_and_on_apple_silicon(monkeypatch):
     monkeypatch.setattr(sys, "platform", "linux")
-    c = installer.choose_torch("auto", None, "py", FakeProbes(rocm=(True, "rocminfo found")))
+    c = install.torch_choice.choose_torch("auto", None, "py", FakeProbes(rocm=(True, "rocminfo found")))
     assert (c.kind, c.index_url, c.reuse_base) == ("rocm", "https://download.pytorch.org/whl/rocm6.4", False)
     assert "no torch" in " ".join(c.reasons)
     monkeypatch.setattr(sys, "platform", "darwin")
-    c = installer.choose_torch("auto", None, "py", FakeProbes(machine="arm64"))
+    c = install.torch_choice.choose_torch("auto", None, "py", FakeProbes(machine="arm64"))
     assert (c.kind, c.index_url) == ("mps", None)
-    c = installer.choose_torch("auto", None, "py", FakeProbes(machine="x86_64"))
+    c = install.torch_choice.choose_torch("auto", None, "py", FakeProbes(machine="x86_64"))
     assert (c.kind, c.index_url) == ("cpu", None)  # PyPI's macOS wheels are the CPU ones
 
 
 def test_explicit_choice_and_index_override(monkeypatch):
     monkeypatch.setattr(sys, "platform", "linux")
     nv = (True, "12.6", "nvidia-smi sees a GPU")
-    c = installer.choose_torch("cpu", None, "py", FakeProbes(nvidia=nv, base=CPU_TORCH))
+    c = install.torch_choice.choose_torch("cpu", None, "py", FakeProbes(nvidia=nv, base=CPU_TORCH))
     assert (c.kind, c.reuse_base) == ("cpu", True)  # --torch cpu wins over the GPU
-    c = installer.choose_torch("cpu", "http://mirror/simple", "py", FakeProbes(base=CPU_TORCH))
+    c = install.torch_choice.choose_torch("cpu", "http://mirror/simple", "py", FakeProbes(base=CPU_TORCH))
     assert (c.index_url, c.reuse_base) == ("http://mirror/simple", False)
     assert "--torch-index-url" in " ".join(c.reasons)
     old = {"version": "1.13.1", "cuda": None, "hip": None, "mps": False}
-    c = installer.choose_torch("cpu", None, "py", FakeProbes(base=old))
+    c = install.torch_choice.choose_torch("cpu", None, "py", FakeProbes(base=old))
     assert not c.reuse_base and "outside" in " ".join(c.reasons)
 
 
@@ -558,17 +571,17 @@ def test_a_venv_python_with_torch_is_reused_through_a_link(monkeypatch):
     monkeypatch.setattr(sys, "platform", "linux")
     mine = dict(CPU_TORCH, file="/home/u/env/lib/python3.11/site-packages/torch/__init__.py")
     probes = FakeProbes(pythons={"/home/u/env/bin/python": mine})
-    c = installer.choose_torch("auto", None, "/usr/bin/python3", probes, "/home/u/env/bin/python")
+    c = install.torch_choice.choose_torch("auto", None, "/usr/bin/python3", probes, "/home/u/env/bin/python")
     assert c.reuse_base and c.linked_site == "/home/u/env/lib/python3.11/site-packages"
     assert "the venv of /home/u/env/bin/python already has torch" in " ".join(c.reasons)
     assert "nothing is downloaded" in " ".join(c.reasons)
     # The base's own torch comes first: no link when it fits.
     probes = FakeProbes(base=CPU_TORCH, pythons={"/home/u/env/bin/python": mine})
-    c = installer.choose_torch("auto", None, "/usr/bin/python3", probes, "/home/u/env/bin/python")
+    c = install.torch_choice.choose_torch("auto", None, "/usr/bin/python3", probes, "/home/u/env/bin/python")
     assert c.reuse_base and c.linked_site is None
     # A fresh install asked for: nothing linked.
     probes = FakeProbes(pythons={"/home/u/env/bin/python": mine})
-    c = installer.choose_torch("auto", "http://mirror/simple", "/usr/bin/python3", probes, "/home/u/env/bin/python")
+    c = install.torch_choice.choose_torch("auto", "http://mirror/simple", "/usr/bin/python3", probes, "/home/u/env/bin/python")
     assert not c.reuse_base and c.linked_site is None
 
 
@@ -577,8 +590,8 @@ def test_link_site_makes_another_folder_importable_in_a_real_venv(tmp_path):
     other.mkdir()
     (other / "linked_probe.py").write_text("VALUE = 42\n")
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(tmp_path / "venv")], check=True)
-    vpy = installer.venv_python(tmp_path / "venv")
-    installer.link_site(vpy, str(other))
+    vpy = install.paths.venv_python(tmp_path / "venv")
+    install.worker_env.link_site(vpy, str(other))
     out = subprocess.run([str(vpy), "-I", "-c", "import linked_probe; print(linked_probe.VALUE)"],
                          capture_output=True, text=True, check=True).stdout
     assert out.strip() == "42"
@@ -600,24 +613,24 @@ def test_real_probes_find_fake_gpu_tools_on_path(tmp_path, monkeypatch):
                    "EOF\n")
     smi.chmod(0o755)
     monkeypatch.setenv("PATH", str(bindir) + os.pathsep + "/usr/bin:/bin")
-    present, cuda, detail = installer.Probes().nvidia()
+    present, cuda, detail = install.torch_choice.Probes().nvidia()
     assert (present, cuda) == (True, "12.8")
     assert "RTX 4090" in detail
-    c = installer.choose_torch("auto", None, "py", _RealButBase(CPU_TORCH))
+    c = install.torch_choice.choose_torch("auto", None, "py", _RealButBase(CPU_TORCH))
     assert (c.kind, c.index_url) == ("cuda", "https://download.pytorch.org/whl/cu128")
     # A broken driver: nvidia-smi fails -> not a usable GPU.
     smi.write_text("#!/bin/sh\necho 'NVIDIA-SMI has failed'\nexit 9\n")
-    assert installer.Probes().nvidia()[0] is False
+    assert install.torch_choice.Probes().nvidia()[0] is False
     smi.unlink()
     rocminfo = bindir / "rocminfo"
     rocminfo.write_text("#!/bin/sh\nexit 0\n")
     rocminfo.chmod(0o755)
-    assert installer.Probes().rocm()[0] is True
-    c = installer.choose_torch("auto", None, "py", _RealButBase(None))
+    assert install.torch_choice.Probes().rocm()[0] is True
+    c = install.torch_choice.choose_torch("auto", None, "py", _RealButBase(None))
     assert c.kind == "rocm"
 
 
-class _RealButBase(installer.Probes):
+class _RealButBase(install.torch_choice.Probes):
     """Real PATH probes; the base interpreter's torch is given (no torch import here)."""
 
     def __init__(self, base):
@@ -628,7 +641,7 @@ class _RealButBase(installer.Probes):
 
 
 def test_base_torch_probe_reads_a_real_interpreter():
-    info = installer.Probes().base_torch(sys.executable)
+    info = install.torch_choice.Probes().base_torch(sys.executable)
     import torch
     assert info["version"] == torch.__version__
     assert info["cuda"] == torch.version.cuda
@@ -637,23 +650,23 @@ def test_base_torch_probe_reads_a_real_interpreter():
 # ------------------------------------------------------------------ models option
 
 def test_models_default_and_list():
-    assert installer.parse_models(None, gpu=False, no_download=False)[0] == []
-    assert installer.parse_models(None, gpu=True, no_download=False)[0] == ["fbcnn_color"]
-    assert installer.parse_models("color,gray-double,color", False, False)[0] == [
+    assert install.plan.parse_models(None, gpu=False, no_download=False)[0] == []
+    assert install.plan.parse_models(None, gpu=True, no_download=False)[0] == ["fbcnn_color"]
+    assert install.plan.parse_models("color,gray-double,color", False, False)[0] == [
         "fbcnn_color", "fbcnn_gray_double"]
-    assert installer.parse_models("all", False, False)[0] == [
+    assert install.plan.parse_models("all", False, False)[0] == [
         "fbcnn_color", "fbcnn_gray", "fbcnn_gray_double"]
-    assert installer.parse_models("color", gpu=True, no_download=True)[0] == []
+    assert install.plan.parse_models("color", gpu=True, no_download=True)[0] == []
     with pytest.raises(SystemExit, match="unknown model"):
-        installer.parse_models("colour", False, False)
+        install.plan.parse_models("colour", False, False)
 
 
 def test_model_url_base_from_env(monkeypatch):
     monkeypatch.delenv("FBCNN_MODEL_URL_BASE", raising=False)
-    assert installer.model_url_base(None) is None
+    assert install.plan.model_url_base(None) is None
     monkeypatch.setenv("FBCNN_MODEL_URL_BASE", "http://127.0.0.1:9/m")
-    assert installer.model_url_base(None) == "http://127.0.0.1:9/m"
-    assert installer.model_url_base("http://x") == "http://x"
+    assert install.plan.model_url_base(None) == "http://127.0.0.1:9/m"
+    assert install.plan.model_url_base("http://x") == "http://x"
 
 
 # ------------------------------------------------------------------ kritarc
@@ -665,14 +678,14 @@ KRITARC = ("[General]\r\nWindowState=AAAA==\r\n\r\n[python]\r\nenable_comics_pro
 def test_kritarc_set_changes_one_line_and_restores_the_earlier_value(tmp_path):
     rc = tmp_path / "kritarc"
     rc.write_bytes(KRITARC.encode())
-    m = installer.Manifest(tmp_path / "m.json")
-    assert installer.enable_krita_plugin(rc, m) == "false"
+    m = install.manifest.Manifest(tmp_path / "m.json")
+    assert install.kritarc.enable_krita_plugin(rc, m) == "false"
     after = rc.read_bytes().decode()
     assert after == KRITARC.replace("enable_fbcnn_krita=false", "enable_fbcnn_krita=true")
     # A re-run must not record our own "true" as the earlier value.
-    assert installer.enable_krita_plugin(rc, m) == "true"
+    assert install.kritarc.enable_krita_plugin(rc, m) == "true"
     assert m.data["kritarc"][str(rc)]["previous"] == "false"
-    installer.restore_kritarc(rc, m.data["kritarc"][str(rc)])
+    install.kritarc.restore_kritarc(rc, m.data["kritarc"][str(rc)])
     assert rc.read_bytes() == KRITARC.encode()
 
 
@@ -680,11 +693,11 @@ def test_kritarc_key_added_to_existing_section_and_removed_again(tmp_path):
     rc = tmp_path / "kritarc"
     original = "[General]\nfoo=1\n\n[python]\nenable_other=true\n\n[Zed]\nz=2\n"
     rc.write_text(original)
-    m = installer.Manifest(tmp_path / "m.json")
-    assert installer.enable_krita_plugin(rc, m) is None
+    m = install.manifest.Manifest(tmp_path / "m.json")
+    assert install.kritarc.enable_krita_plugin(rc, m) is None
     assert rc.read_text() == ("[General]\nfoo=1\n\n[python]\nenable_other=true\n"
                               "enable_fbcnn_krita=true\n\n[Zed]\nz=2\n")
-    installer.restore_kritarc(rc, m.data["kritarc"][str(rc)])
+    install.kritarc.restore_kritarc(rc, m.data["kritarc"][str(rc)])
     assert rc.read_text() == original
 
 
@@ -692,40 +705,40 @@ def test_kritarc_section_created_and_dropped(tmp_path):
     rc = tmp_path / "kritarc"
     original = "[General]\nfoo=1"  # no trailing newline
     rc.write_text(original)
-    m = installer.Manifest(tmp_path / "m.json")
-    installer.enable_krita_plugin(rc, m)
+    m = install.manifest.Manifest(tmp_path / "m.json")
+    install.kritarc.enable_krita_plugin(rc, m)
     assert rc.read_text() == "[General]\nfoo=1\n\n[python]\nenable_fbcnn_krita=true\n"
-    assert installer.ini_get(rc.read_text(), "python", "enable_fbcnn_krita") == "true"
-    installer.restore_kritarc(rc, m.data["kritarc"][str(rc)])
+    assert install.kritarc.ini_get(rc.read_text(), "python", "enable_fbcnn_krita") == "true"
+    install.kritarc.restore_kritarc(rc, m.data["kritarc"][str(rc)])
     assert rc.read_text() == original
 
 
 def test_kritarc_created_by_us_is_deleted_on_restore(tmp_path):
     rc = tmp_path / "cfg" / "kritarc"
-    m = installer.Manifest(tmp_path / "m.json")
-    installer.enable_krita_plugin(rc, m)
+    m = install.manifest.Manifest(tmp_path / "m.json")
+    install.kritarc.enable_krita_plugin(rc, m)
     assert rc.read_text() == "[python]\nenable_fbcnn_krita=true\n"
     assert str(tmp_path / "cfg") in m.data["dirs"]
-    installer.restore_kritarc(rc, m.data["kritarc"][str(rc)])
+    install.kritarc.restore_kritarc(rc, m.data["kritarc"][str(rc)])
     assert not rc.exists()
 
 
 def test_kritarc_restore_keeps_what_krita_wrote_meanwhile(tmp_path):
     rc = tmp_path / "kritarc"
     rc.write_text("[python]\nenable_fbcnn_krita=false\n")
-    m = installer.Manifest(tmp_path / "m.json")
-    installer.enable_krita_plugin(rc, m)
+    m = install.manifest.Manifest(tmp_path / "m.json")
+    install.kritarc.enable_krita_plugin(rc, m)
     # Krita rewrites the file while the plug-in is installed.
     rc.write_text("[General]\nnew=1\n\n[python]\nenable_fbcnn_krita=true\n")
-    installer.restore_kritarc(rc, m.data["kritarc"][str(rc)])
+    install.kritarc.restore_kritarc(rc, m.data["kritarc"][str(rc)])
     assert rc.read_text() == "[General]\nnew=1\n\n[python]\nenable_fbcnn_krita=false\n"
 
 
 def test_ini_keys_in_other_sections_are_not_touched():
     text = "[other]\nenable_fbcnn_krita=false\n"
-    out = installer.ini_set(text, "python", "enable_fbcnn_krita", "true")
+    out = install.kritarc.ini_set(text, "python", "enable_fbcnn_krita", "true")
     assert out == "[other]\nenable_fbcnn_krita=false\n\n[python]\nenable_fbcnn_krita=true\n"
-    assert installer.ini_get(out, "other", "enable_fbcnn_krita") == "false"
+    assert install.kritarc.ini_get(out, "other", "enable_fbcnn_krita") == "false"
 
 
 # ------------------------------------------------------------------ plug-in files, manifest, uninstall
@@ -750,18 +763,18 @@ def fake_sources(tmp_path, version="1"):
 
 def make_test_plan(home, sources, gimp, krita, pin=None):
     venv = home / "venv"
-    return installer.Plan(sys.executable, venv, False, installer.TorchChoice("cpu", None, True), [],
-                          "", None, gimp, krita, pin, "test", [(installer.frontend_config_path(), False)],
+    return install.plan.Plan(sys.executable, venv, False, install.torch_choice.TorchChoice("cpu", None, True), [],
+                          "", None, gimp, krita, pin, "test", [(install.paths.frontend_config_path(), False)],
                           [], sources, False)
 
 
 def place_everything(plan, manifest):
     """The file-placing part of an install (the venv/pip part is the e2e test's job)."""
     for t in plan.gimp:
-        installer.install_gimp(t, plan, manifest)
+        install.placing.install_gimp(t, plan, manifest)
     for t in plan.krita:
-        installer.install_krita(t, plan, manifest)
-    installer.write_frontend_configs(plan, plan.venv / "bin/python", str(plan.venv / "site"), manifest)
+        install.placing.install_krita(t, plan, manifest)
+    install.placing.write_frontend_configs(plan, plan.venv / "bin/python", str(plan.venv / "site"), manifest)
     manifest.save()
 
 
@@ -777,11 +790,11 @@ def test_install_places_files_and_uninstall_leaves_the_tree_as_it_was(fake_home,
     (fake_home / ".config/kritarc").write_text("[General]\nx=1\n")
     before = snapshot(fake_home)
 
-    gimp = installer.find_gimp_targets(programs=[], flatpak_check=quiet_flatpak)
-    krita = installer.find_krita_targets(programs=[], flatpak_check=quiet_flatpak)
+    gimp = install.discovery.find_gimp_targets(programs=[], flatpak_check=quiet_flatpak)
+    krita = install.discovery.find_krita_targets(programs=[], flatpak_check=quiet_flatpak)
     plan = make_test_plan(fake_home, fake_sources(tmp_path), gimp, krita, pin="/usr/bin/python3")
-    manifest = installer.Manifest(installer.manifest_path())
-    installer.make_dirs(manifest.path.parent, manifest)
+    manifest = install.manifest.Manifest(install.paths.manifest_path())
+    install.manifest.make_dirs(manifest.path.parent, manifest)
     place_everything(plan, manifest)
 
     main = gimp_root / "plug-ins/fbcnn_gimp/fbcnn_gimp.py"
@@ -792,7 +805,7 @@ def test_install_places_files_and_uninstall_leaves_the_tree_as_it_was(fake_home,
     assert (krita_root / "pykrita/fbcnn_krita.desktop").is_file()
     assert (krita_root / "pykrita/fbcnn_krita/fbcnn_frontend/client.py").is_file()
     assert "enable_fbcnn_krita=true" in (fake_home / ".config/kritarc").read_text()
-    cfg = json.loads(installer.frontend_config_path().read_text())
+    cfg = json.loads(install.paths.frontend_config_path().read_text())
     assert cfg["python"] == str(plan.venv / "bin/python") and cfg["flatpak_spawn"] is False
     assert cfg["core_path"] == str(plan.venv / "site")
 
@@ -801,24 +814,24 @@ def test_install_places_files_and_uninstall_leaves_the_tree_as_it_was(fake_home,
     (gimp_root / "plug-ins/fbcnn_gimp/__pycache__/fbcnn_gimp.cpython-313.pyc").write_bytes(b"x")
     (gimp_root / "plug-ins/fbcnn_gimp/fbcnn_frontend/__pycache__").mkdir()
     (gimp_root / "plug-ins/fbcnn_gimp/fbcnn_frontend/__pycache__/client.cpython-313.pyc").write_bytes(b"x")
-    assert installer.main(["--uninstall"]) == 0
+    assert install.main.main(["--uninstall"]) == 0
     assert snapshot(fake_home) == before
 
 
 def test_uninstall_keeps_folders_that_gained_foreign_files(fake_home, tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(sys, "platform", "linux")
-    krita = installer.find_krita_targets(programs=["/usr/bin/krita"], flatpak_check=quiet_flatpak)
+    krita = install.discovery.find_krita_targets(programs=["/usr/bin/krita"], flatpak_check=quiet_flatpak)
     plan = make_test_plan(fake_home, fake_sources(tmp_path), [], krita)
-    manifest = installer.Manifest(installer.manifest_path())
-    installer.make_dirs(manifest.path.parent, manifest)
+    manifest = install.manifest.Manifest(install.paths.manifest_path())
+    install.manifest.make_dirs(manifest.path.parent, manifest)
     place_everything(plan, manifest)
     # Krita starts and writes its resource database into the folder we created.
     (fake_home / ".local/share/krita/resourcecache.sqlite").write_text("db")
-    assert installer.main(["--uninstall"]) == 0
+    assert install.main.main(["--uninstall"]) == 0
     assert (fake_home / ".local/share/krita/resourcecache.sqlite").read_text() == "db"
     assert not (fake_home / ".local/share/krita/pykrita").exists()
     assert not (fake_home / ".config/kritarc").exists()
-    assert not installer.manifest_path().exists()
+    assert not install.paths.manifest_path().exists()
     assert "kept" in capsys.readouterr().out
 
 
@@ -828,14 +841,14 @@ def test_rerun_upgrades_and_keeps_the_first_kritarc_value(fake_home, tmp_path, m
     (fake_home / ".local/share/krita").mkdir(parents=True)
     (fake_home / ".config/kritarc").write_text("[python]\nenable_fbcnn_krita=false\n")
     before = snapshot(fake_home)
-    gimp = installer.find_gimp_targets(programs=[], flatpak_check=quiet_flatpak)
-    krita = installer.find_krita_targets(programs=[], flatpak_check=quiet_flatpak)
+    gimp = install.discovery.find_gimp_targets(programs=[], flatpak_check=quiet_flatpak)
+    krita = install.discovery.find_krita_targets(programs=[], flatpak_check=quiet_flatpak)
 
-    manifest = installer.Manifest(installer.manifest_path())
-    installer.make_dirs(manifest.path.parent, manifest)
+    manifest = install.manifest.Manifest(install.paths.manifest_path())
+    install.manifest.make_dirs(manifest.path.parent, manifest)
     place_everything(make_test_plan(fake_home, fake_sources(tmp_path, "1"), gimp, krita), manifest)
 
-    manifest = installer.Manifest.load(installer.manifest_path())
+    manifest = install.manifest.Manifest.load(install.paths.manifest_path())
     assert manifest.exists()
     place_everything(make_test_plan(fake_home, fake_sources(tmp_path, "2"), gimp, krita), manifest)
     kdir = fake_home / ".local/share/krita/pykrita/fbcnn_krita"
@@ -843,11 +856,11 @@ def test_rerun_upgrades_and_keeps_the_first_kritarc_value(fake_home, tmp_path, m
     assert not (kdir / "only_in_v1.py").exists()  # stale files of the old version are gone
     assert (kdir / "only_in_v2.py").exists()
     assert (fake_home / ".config/GIMP/3.0/plug-ins/fbcnn_gimp/fbcnn_frontend/client.py").read_text() == "# client v2\n"
-    data = json.loads(installer.manifest_path().read_text())
+    data = json.loads(install.paths.manifest_path().read_text())
     assert data["kritarc"][str(fake_home / ".config/kritarc")]["previous"] == "false"
     assert len(data["trees"]) == len(set(data["trees"]))
 
-    assert installer.main(["--uninstall"]) == 0
+    assert install.main.main(["--uninstall"]) == 0
     assert snapshot(fake_home) == before
 
 
@@ -856,10 +869,10 @@ def test_interp_file_of_the_user_is_left_alone(fake_home, tmp_path, monkeypatch)
     root = fake_home / ".config/GIMP/3.0"
     (root / "interpreters").mkdir(parents=True)
     (root / "interpreters/python3.interp").write_text("python3=/opt/mine/python3\n")
-    gimp = installer.find_gimp_targets(programs=[], flatpak_check=quiet_flatpak)
+    gimp = install.discovery.find_gimp_targets(programs=[], flatpak_check=quiet_flatpak)
     plan = make_test_plan(fake_home, fake_sources(tmp_path), gimp, [], pin="/usr/bin/python3")
-    manifest = installer.Manifest(installer.manifest_path())
-    notes = installer.install_gimp(gimp[0], plan, manifest)
+    manifest = install.manifest.Manifest(install.paths.manifest_path())
+    notes = install.placing.install_gimp(gimp[0], plan, manifest)
     assert (root / "interpreters/python3.interp").read_text() == "python3=/opt/mine/python3\n"
     assert any("left" in n for n in notes)
     assert str(root / "interpreters/python3.interp") not in manifest.data["files"]
@@ -868,7 +881,7 @@ def test_interp_file_of_the_user_is_left_alone(fake_home, tmp_path, monkeypatch)
 def test_uninstall_without_manifest_is_a_no_op(fake_home, monkeypatch, capsys):
     monkeypatch.setattr(sys, "platform", "linux")
     before = snapshot(fake_home)
-    assert installer.main(["--uninstall"]) == 0
+    assert install.main.main(["--uninstall"]) == 0
     assert "Nothing to uninstall" in capsys.readouterr().out
     assert snapshot(fake_home) == before
 
@@ -907,7 +920,8 @@ def test_dry_run_prints_the_plan_and_changes_nothing(tmp_path):
 
 
 def test_source_is_python39_syntax():
-    ast.parse((ROOT / "installer.py").read_text(), feature_version=(3, 9))
+    for path in [ROOT / "installer.py", *sorted((ROOT / "install").glob("*.py"))]:
+        ast.parse(path.read_text(), filename=str(path), feature_version=(3, 9))
 
 
 PY39 = Path("/root/.pyenv/versions/3.9.18/bin/python3.9")
@@ -932,9 +946,9 @@ def test_flatpak_hosts_get_their_own_spawning_config(fake_home, tmp_path, monkey
     monkeypatch.setattr(sys, "platform", "linux")
     (fake_home / ".var/app/org.gimp.GIMP/config/GIMP/3.0").mkdir(parents=True)
     (fake_home / ".config/GIMP/3.0").mkdir(parents=True)
-    args = installer.parse_args(["--no-download", "--no-krita"])
-    monkeypatch.setattr(installer, "gimp_programs", lambda: [])
-    plan = installer.make_plan(args, probes=FakeProbes(base=CPU_TORCH))
+    args = install.main.parse_args(["--no-download", "--no-krita"])
+    monkeypatch.setattr(install.discovery, "gimp_programs", lambda: [])
+    plan = install.plan.make_plan(args, probes=FakeProbes(base=CPU_TORCH))
     assert [(t.kind, t.flatpak_app) for t in plan.gimp] == [("native", None), ("flatpak", "org.gimp.GIMP")]
     assert plan.configs == [(fake_home / ".config/fbcnn/frontend.json", False),
                             (fake_home / ".var/app/org.gimp.GIMP/config/fbcnn/frontend.json", True)]
@@ -942,7 +956,7 @@ def test_flatpak_hosts_get_their_own_spawning_config(fake_home, tmp_path, monkey
         "flatpak override --user --talk-name=org.freedesktop.Flatpak org.gimp.GIMP"]
     plan.sources = fake_sources(tmp_path)
     plan.gimp_pin = "/usr/bin/python3"
-    manifest = installer.Manifest(installer.manifest_path())
+    manifest = install.manifest.Manifest(install.paths.manifest_path())
     place_everything(plan, manifest)
     flat = json.loads((fake_home / ".var/app/org.gimp.GIMP/config/fbcnn/frontend.json").read_text())
     native = json.loads((fake_home / ".config/fbcnn/frontend.json").read_text())
@@ -957,12 +971,12 @@ def test_summary_names_what_went_where(fake_home, monkeypatch, capsys):
     monkeypatch.setattr(sys, "platform", "linux")
     plan = make_test_plan(fake_home, {}, [], [])
     plan.flatpak_commands = ["flatpak override --user --talk-name=org.freedesktop.Flatpak org.kde.krita"]
-    plan.krita = [installer.Target("krita", "native", fake_home / "k", kritarc=fake_home / "rc")]
+    plan.krita = [install.discovery.Target("krita", "native", fake_home / "k", kritarc=fake_home / "rc")]
     info = {"torch": "2.13.0+cpu", "cuda": False,
             "models": {"compact": {"state": "bundled", "path": "/x/fbcnn_compact.pth"},
                        "fbcnn_color": {"state": "missing", "path": "/m/fbcnn_color.pth"}}}
     check = {"ok": True, "hello": {"default_device": "cpu"}}
-    installer.print_summary(plan, {"installed": ["Krita  /k/pykrita/fbcnn_krita"], "problems": []},
+    install.main.print_summary(plan, {"installed": ["Krita  /k/pykrita/fbcnn_krita"], "problems": []},
                             info, check, None)
     out = capsys.readouterr().out
     assert "FBCNN installed" in out and "Krita  /k/pykrita/fbcnn_krita" in out
@@ -981,9 +995,9 @@ def test_base_interpreter_of_a_venv_is_its_base(tmp_path):
     vpy = venv / "bin" / "python"
     # The tests may themselves run in a venv (tests/run.sh makes one): its base, then.
     ours = sys.executable if sys.prefix == sys.base_prefix else sys._base_executable
-    base = installer.base_interpreter(str(vpy))
+    base = install.worker_env.base_interpreter(str(vpy))
     assert Path(base).resolve() == Path(ours).resolve()
-    assert installer.base_interpreter(sys.executable) == ours
+    assert install.worker_env.base_interpreter(sys.executable) == ours
 
 
 def test_macos_app_bundles_are_found_with_their_versions(fake_home, monkeypatch):
@@ -997,14 +1011,14 @@ def test_macos_app_bundles_are_found_with_their_versions(fake_home, monkeypatch)
         (macos / exe).write_text("")
         with open(apps / app / "Contents" / "Info.plist", "wb") as f:
             plistlib.dump({"CFBundleShortVersionString": version}, f)
-    gimp = installer.gimp_programs()
-    krita = installer.krita_programs()
+    gimp = install.discovery.gimp_programs()
+    krita = install.discovery.krita_programs()
     assert gimp == [str(apps / "GIMP.app/Contents/MacOS/gimp")]
     assert krita == [str(apps / "krita.app/Contents/MacOS/krita")]
-    assert installer.program_version(gimp[0]) == "3.0.4"
-    assert installer.program_version(krita[0]) == "5.2.9"
+    assert install.discovery.program_version(gimp[0]) == "3.0.4"
+    assert install.discovery.program_version(krita[0]) == "5.2.9"
     # GIMP 3 installed but never started, and no 2.10 profile: the profile is created.
-    targets = installer.find_gimp_targets(flatpak_check=quiet_flatpak)
+    targets = install.discovery.find_gimp_targets(flatpak_check=quiet_flatpak)
     assert [(t.root, t.exists) for t in targets] == [
         (fake_home / "Library/Application Support/GIMP/3.0", False)]
 
@@ -1012,12 +1026,12 @@ def test_macos_app_bundles_are_found_with_their_versions(fake_home, monkeypatch)
 def test_uninstall_dry_run_lists_and_changes_nothing(fake_home, tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(sys, "platform", "linux")
     (fake_home / ".local/share/krita").mkdir(parents=True)
-    krita = installer.find_krita_targets(programs=[], flatpak_check=quiet_flatpak)
-    manifest = installer.Manifest(installer.manifest_path())
-    installer.make_dirs(manifest.path.parent, manifest)
+    krita = install.discovery.find_krita_targets(programs=[], flatpak_check=quiet_flatpak)
+    manifest = install.manifest.Manifest(install.paths.manifest_path())
+    install.manifest.make_dirs(manifest.path.parent, manifest)
     place_everything(make_test_plan(fake_home, fake_sources(tmp_path), [], krita), manifest)
     installed = snapshot(fake_home)
-    assert installer.main(["--uninstall", "--dry-run"]) == 0
+    assert install.main.main(["--uninstall", "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert "would remove " + str(fake_home / ".local/share/krita/pykrita/fbcnn_krita") in out
     assert "would restore " + str(fake_home / ".config/kritarc") in out
@@ -1026,10 +1040,10 @@ def test_uninstall_dry_run_lists_and_changes_nothing(fake_home, tmp_path, monkey
 
 def test_check_reports_a_missing_install(fake_home, monkeypatch, capsys):
     monkeypatch.setattr(sys, "platform", "linux")
-    monkeypatch.setattr(installer, "gimp_programs", lambda: [])
-    monkeypatch.setattr(installer, "krita_programs", lambda: [])
+    monkeypatch.setattr(install.discovery, "gimp_programs", lambda: [])
+    monkeypatch.setattr(install.discovery, "krita_programs", lambda: [])
     before = snapshot(fake_home)
-    assert installer.check(installer.parse_args(["--check"]), probes=FakeProbes()) == 1
+    assert install.doctor.check(install.main.parse_args(["--check"]), probes=FakeProbes()) == 1
     out = capsys.readouterr().out
     assert "frontend.json" in out and "Problems found:" in out and "again repairs" in out
     assert snapshot(fake_home) == before
@@ -1039,20 +1053,20 @@ def test_torch_install_command_per_choice(monkeypatch):
     monkeypatch.setattr(sys, "platform", "linux")
     vpy = Path("/v/bin/python")
     cpu_venv = {"torch": "2.13.0+cpu", "cuda_build": None, "hip_build": None}
-    assert installer.venv_torch_fits("cpu", cpu_venv)[0]
-    assert not installer.venv_torch_fits("cuda", cpu_venv)[0]
-    assert not installer.venv_torch_fits("cpu", {})[0]
-    assert installer.venv_torch_fits("cuda", {"torch": "2.13.0+cu128", "cuda_build": "12.8"})[0]
+    assert install.torch_choice.venv_torch_fits("cpu", cpu_venv)[0]
+    assert not install.torch_choice.venv_torch_fits("cuda", cpu_venv)[0]
+    assert not install.torch_choice.venv_torch_fits("cpu", {})[0]
+    assert install.torch_choice.venv_torch_fits("cuda", {"torch": "2.13.0+cu128", "cuda_build": "12.8"})[0]
     nv = (True, "12.8", "nvidia-smi sees a GPU")
-    cuda = installer.choose_torch("auto", None, "py", FakeProbes(nvidia=nv, base=CPU_TORCH))
-    cmd = [str(c) for c in installer.torch_install_cmd(vpy, cuda, replacing=True)]
+    cuda = install.torch_choice.choose_torch("auto", None, "py", FakeProbes(nvidia=nv, base=CPU_TORCH))
+    cmd = [str(c) for c in install.worker_env.torch_install_cmd(vpy, cuda, replacing=True)]
     assert cmd[:4] == [str(vpy), "-m", "pip", "install"]
     assert "torch>=2.0,<3" in cmd and "--no-cache-dir" in cmd
     assert cmd[cmd.index("--index-url") + 1] == "https://download.pytorch.org/whl/cu128"
     assert "--force-reinstall" in cmd and "--no-deps" not in cmd  # CUDA needs its nvidia-* deps
     monkeypatch.setattr(sys, "platform", "darwin")
-    mps = installer.choose_torch("auto", None, "py", FakeProbes(machine="arm64"))
-    cmd = [str(c) for c in installer.torch_install_cmd(vpy, mps, replacing=False)]
+    mps = install.torch_choice.choose_torch("auto", None, "py", FakeProbes(machine="arm64"))
+    cmd = [str(c) for c in install.worker_env.torch_install_cmd(vpy, mps, replacing=False)]
     assert "--index-url" not in cmd and "--force-reinstall" not in cmd
 
 
@@ -1064,7 +1078,7 @@ def test_installer_and_worker_agree_on_the_openvino_cache(monkeypatch, tmp_path,
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.setenv("LOCALAPPDATA", str(tmp_path / "local"))
     monkeypatch.delenv("FBCNN_CACHE_DIR", raising=False)
-    monkeypatch.setattr(installer, "os_kind", lambda: kind)
+    monkeypatch.setattr(install.paths, "os_kind", lambda: kind)
     monkeypatch.setattr(openvino_runtime.sys, "platform", platform)
     for xdg in (str(tmp_path / "xdg-cache"), "relative/ignored", None):
         if xdg is None:
@@ -1072,6 +1086,6 @@ def test_installer_and_worker_agree_on_the_openvino_cache(monkeypatch, tmp_path,
         else:
             monkeypatch.setenv("XDG_CACHE_HOME", xdg)
         monkeypatch.setattr(openvino_runtime.pathlib.Path, "home", lambda: tmp_path)
-        assert installer.openvino_cache() == openvino_runtime.cache_dir(), (kind, xdg)
+        assert install.paths.openvino_cache() == openvino_runtime.cache_dir(), (kind, xdg)
     monkeypatch.setenv("FBCNN_CACHE_DIR", str(tmp_path / "mine"))
-    assert installer.openvino_cache() == openvino_runtime.cache_dir() == tmp_path / "mine" / "openvino"
+    assert install.paths.openvino_cache() == openvino_runtime.cache_dir() == tmp_path / "mine" / "openvino"

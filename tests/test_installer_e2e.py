@@ -33,7 +33,8 @@ from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-import installer  # noqa: E402
+import install.gimp_python  # noqa: E402
+import install.kritarc  # noqa: E402
 from tests.hosts import gimp as gh  # noqa: E402
 from tests.hosts import krita as kh  # noqa: E402
 
@@ -245,8 +246,8 @@ def test_install_puts_every_piece_in_place(site):
     # Pinned exactly when GIMP would otherwise start the plug-in with a python3 that
     # cannot load GIMP 3's bindings while the system one can (a native GIMP 3 here).
     first_python3 = shutil.which("python3", path=site.env()["PATH"])
-    pitfall = bool(first_python3) and not installer.python_has_gi(first_python3) \
-        and installer.python_has_gi("/usr/bin/python3")
+    pitfall = bool(first_python3) and not install.gimp_python.python_has_gi(first_python3) \
+        and install.gimp_python.python_has_gi("/usr/bin/python3")
     assert interp.is_file() == pitfall
     if pitfall:
         assert interp.read_text() == "python3=/usr/bin/python3\n"
@@ -354,7 +355,7 @@ def test_krita_loads_and_runs_the_plugin(site, krita_host):
                              self.pykrita / "fbcnn_krita_driver.desktop")
             rc = self.config / "kritarc"
             text = rc.read_text() if rc.exists() else ""
-            rc.write_text(installer.ini_set(text, "python", "enable_fbcnn_krita_driver", "true"))
+            rc.write_text(install.kritarc.ini_set(text, "python", "enable_fbcnn_krita_driver", "true"))
 
     profile = InstalledProfile(site.root, krita_host)
     assert profile.pykrita == site.pykrita

@@ -14,19 +14,17 @@ See docs/editors-headless.md for why each detail is here.
 from __future__ import annotations
 
 import json
-import os
 import pathlib
 import shutil
 import subprocess
 import sys
 import time
 
-import installer
+from install import paths, placing
 from tests.hosts.chroot import HOST, SYSTEM_PATH, Editor, Place, debian_major, editors
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 PLUGIN_DIR = REPO / "gimp_plugin" / "fbcnn_gimp"
-FRONTEND = REPO / "core" / "frontend"
 DRIVER = REPO / "tests" / "hosts" / "gimp_driver.py"
 
 
@@ -48,10 +46,8 @@ def make_profile(tmp: pathlib.Path, *, plugin_src: pathlib.Path = PLUGIN_DIR,
     tmp = pathlib.Path(tmp)
     profile = tmp / "gimp-profile"
     dest = profile / "plug-ins" / "fbcnn_gimp"
-    dest.mkdir(parents=True, exist_ok=True)
-    shutil.copy2(plugin_src / "fbcnn_gimp.py", dest / "fbcnn_gimp.py")
-    os.chmod(dest / "fbcnn_gimp.py", 0o755)
-    installer.place_frontend(FRONTEND, dest)
+    # The installer's own placing: the plug-in folder, executable, with fbcnn_frontend in it.
+    placing.place_gimp_plugin(dict(paths.plugin_sources(), gimp=plugin_src), dest)
     # GIMP starts .py plug-ins through their shebang; pin the system python3,
     # which has gi, whatever python3 comes first in PATH.
     interp = profile / "interpreters"

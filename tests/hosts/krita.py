@@ -24,14 +24,12 @@ import struct
 import subprocess
 import time
 
-import installer
+from install import paths, placing
 from tests.hosts.chroot import (HOST, SYSTEM_PATH, Editor, Place, debian_major, editors,
                                 series_of)
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-PLUGIN = ROOT / "krita_plugin"
 DRIVER = ROOT / "tests" / "hosts" / "krita_driver"
-FRONTEND = ROOT / "core" / "frontend"
 PLUGINS = ("fbcnn_krita", "fbcnn_krita_driver")
 
 
@@ -114,18 +112,15 @@ class KritaProfile:
         self.runs = 0
 
     def install(self):
-        """Copy the plug-in, the front-end package and the driver in; enable both plug-ins."""
+        """Place the plug-in (the installer's own placing: the package with fbcnn_frontend
+        and the manual in it, its .desktop) and copy the driver in; enable both plug-ins."""
         self.pykrita.mkdir(parents=True, exist_ok=True)
-        for src_dir, name in ((PLUGIN, "fbcnn_krita"), (DRIVER, "fbcnn_krita_driver")):
-            dest = self.pykrita / name
-            if dest.exists():
-                shutil.rmtree(dest)
-            shutil.copytree(src_dir / name, dest,
-                            ignore=shutil.ignore_patterns("__pycache__"))
-            shutil.copy2(src_dir / f"{name}.desktop", self.pykrita / f"{name}.desktop")
-        # Krita looks for the manual named in the .desktop file inside the package.
-        shutil.copy2(PLUGIN / "Manual.html", self.pykrita / "fbcnn_krita" / "Manual.html")
-        installer.place_frontend(FRONTEND, self.pykrita / "fbcnn_krita")
+        placing.place_krita_plugin(paths.plugin_sources(), self.pykrita)
+        dest = self.pykrita / "fbcnn_krita_driver"
+        if dest.exists():
+            shutil.rmtree(dest)
+        shutil.copytree(DRIVER / "fbcnn_krita_driver", dest, ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copy2(DRIVER / "fbcnn_krita_driver.desktop", self.pykrita / "fbcnn_krita_driver.desktop")
         self.enable()
 
     def enable(self):

@@ -886,6 +886,150 @@ def test_uninstall_without_manifest_is_a_no_op(fake_home, monkeypatch, capsys):
     assert snapshot(fake_home) == before
 
 
+# ------------------------------------------------------------------ the self-check and the venv's fbcnn command
+
+def test_self_check_pieces():
+    """install/self_check.py is a script, and importable: its sample is blocky, and a
+    blocky picture scores higher than a smooth one."""
+    from install import self_check
+    px = self_check.sample()
+    assert len(px) == self_check.W * self_check.H * 3
+    smooth = bytes(v for y in range(self_check.H) for x in range(self_check.W)
+                   for v in (40 + 2 * x, 60 + 3 * y, 200 - x - y))
+    assert self_check.blockiness(px) > 1.0 > abs(self_check.blockiness(smooth))
+
+
+@pytest.fixture
+def placed_client(tmp_path, monkeypatch):
+    """The front-end package placed as a plug-in has it, and a frontend.json that starts
+    the worker from this checkout."""
+    plugin = tmp_path / "plugin"
+    plugin.mkdir()
+    frontend = install.placing.place_frontend(ROOT / "core" / "frontend", plugin)
+    config = tmp_path / "frontend.json"
+    config.write_text(json.dumps({"python": sys.executable, "core_path": str(ROOT)}))
+    monkeypatch.setenv("FBCNN_FRONTEND_CONFIG", str(config))
+    return frontend
+
+
+def test_self_check_restores_the_sample_through_the_placed_client(placed_client, capsys):
+    res = install.doctor.run_self_check(placed_client, sys.executable, timeout=300)
+    assert res["ok"], res
+    assert res["client"] == str(placed_client / "client.py")
+    assert res["result"]["model"] == "compact" and res["result"]["qf_used"] == 20
+    assert res["blockiness_after"] < res["blockiness_before"] and res["psnr_vs_input"] >= 25
+    assert not list(placed_client.rglob("__pycache__"))  # -B: nothing left in the plug-in folder
+    install.doctor.print_self_check(res)
+    assert "  result  PASSED" in capsys.readouterr().out.splitlines()
+
+
+def test_self_check_failures_say_why(placed_client, tmp_path, monkeypatch):
+    monkeypatch.setenv("FBCNN_FRONTEND_CONFIG", str(tmp_path / "absent.json"))
+    res = install.doctor.run_self_check(placed_client, sys.executable, timeout=60)
+    assert res["ok"] is False and "not set up" in res["error"] and "absent.json" in res["error"]
+    res = install.doctor.run_self_check(placed_client, str(tmp_path / "no-python"), timeout=60)
+    assert res["ok"] is False and res["error"].startswith("self-check did not run")
+
+
+@pytest.fixture(scope="module")
+def linked_venv(tmp_path_factory):
+    """A venv that imports this checkout's core and the test Python's packages through a
+    .pth file: what the installer's `fbcnn` calls run in, without a pip install."""
+    root = tmp_path_factory.mktemp("venv")
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(root / "v")], check=True)
+    vpy = install.paths.venv_python(root / "v")
+    import site
+    install.worker_env.link_site(vpy, "\n".join([str(ROOT), *site.getsitepackages()]))
+    return vpy
+
+
+def test_venv_info_is_the_venvs_fbcnn_models_json(linked_venv, tmp_path, monkeypatch):
+    import torch
+    monkeypatch.setenv("FBCNN_MODEL_DIR", str(tmp_path / "models"))
+    info = install.worker_env.venv_info(linked_venv)
+    assert info["python"] == str(linked_venv) and info["core_path"] == str(ROOT)
+    assert info["torch"] == torch.__version__ and info["cuda_build"] == torch.version.cuda
+    assert info["model_dir"] == str(tmp_path / "models")
+    assert info["models"]["compact"]["state"] == "bundled"
+    assert info["models"]["fbcnn_color"] == {"state": "missing", "bundled": False,
+                                             "path": str(tmp_path / "models" / "fbcnn_color.pth")}
+    assert install.worker_env.installed_core(linked_venv) == (str(ROOT), None)
+    # Before the project is installed, the venv's torch is read without core.
+    have = install.worker_env.venv_torch(linked_venv)
+    assert have["torch"] == torch.__version__ and have["torch_file"] == torch.__file__
+    assert install.torch_choice.venv_torch_fits("cpu", have)[0]
+    bare = tmp_path / "bare"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(bare)], check=True)
+    path, why = install.worker_env.installed_core(install.paths.venv_python(bare))
+    assert path is None and "No module named 'core'" in why
+    assert "No module named core" in install.worker_env.venv_info(install.paths.venv_python(bare))["error"]
+
+
+def test_download_models_runs_fbcnn_download_from_the_mirror(linked_venv, tmp_path, monkeypatch, capfd):
+    """A file that fails its sha256 is refused: the problem is reported, nothing is kept."""
+    import http.server
+    import threading
+
+    class Wrong(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Length", "4")
+            self.end_headers()
+            self.wfile.write(b"junk")
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Wrong)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    monkeypatch.setenv("FBCNN_MODEL_DIR", str(tmp_path / "models"))
+    plan = make_test_plan(tmp_path, {}, [], [])
+    plan.models, plan.url_base = ["fbcnn_gray"], f"http://127.0.0.1:{srv.server_address[1]}/m"
+    manifest = install.manifest.Manifest(tmp_path / "m.json")
+    try:
+        info = install.worker_env.venv_info(linked_venv)
+        problems = install.worker_env.download_models(linked_venv, plan, manifest, info)
+    finally:
+        srv.shutdown()
+    out = capfd.readouterr()
+    assert problems == ["model fbcnn_gray could not be downloaded (see above)"]
+    assert f"-I -m core download fbcnn_gray --url-base {plan.url_base}" in out.out
+    assert "sha256" in out.err and f"{plan.url_base}/fbcnn_gray.pth" in out.err
+    assert not (tmp_path / "models" / "fbcnn_gray.pth").exists()
+    assert str(tmp_path / "models") in manifest.data["dirs"]
+
+
+# ------------------------------------------------------------------ what the installer may import
+
+def test_the_installer_imports_only_the_standard_library():
+    """It runs on a bare Python: no torch, numpy or core, at any level of any module."""
+    for path in [ROOT / "installer.py", *sorted((ROOT / "install").glob("*.py"))]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and not node.level:
+                names = [node.module]
+            else:
+                continue
+            for name in names:
+                top = name.split(".")[0]
+                assert top in sys.stdlib_module_names or top == "install", (path.name, name)
+    code = ("import sys; sys.path.insert(0, sys.argv[1])\n"
+            "import install.main, install.doctor, install.self_check\n"
+            "install.paths.frontend_config_path()\n"
+            "print(sorted(m for m in ('torch', 'numpy', 'core') if m in sys.modules))\n")
+    out = subprocess.run([sys.executable, "-I", "-c", code, str(ROOT)], capture_output=True,
+                         text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_the_installer_is_not_part_of_the_pip_distribution(tmp_path):
+    tomllib = pytest.importorskip("tomllib")
+    cfg = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert cfg["tool"]["setuptools"]["packages"] == ["core", "core.frontend"]
+    staged = install.worker_env.stage_project(tmp_path)
+    assert (staged / "core" / "cli.py").is_file() and not (staged / "install").exists()
+
+
 # ------------------------------------------------------------------ the real script: dry-run, Python 3.9
 
 def run_installer(args, home, python=sys.executable, extra_env=None, timeout=300):

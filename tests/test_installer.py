@@ -886,6 +886,149 @@ def test_uninstall_without_manifest_is_a_no_op(fake_home, monkeypatch, capsys):
     assert snapshot(fake_home) == before
 
 
+# ------------------------------------------------------------------ --dev: links instead of copies
+
+def test_dev_links_the_plugins_so_an_edit_is_live_and_uninstall_leaves_the_checkout(
+        fake_home, tmp_path, monkeypatch):
+    monkeypatch.setattr(sys, "platform", "linux")
+    (fake_home / ".config/GIMP/3.0").mkdir(parents=True)
+    (fake_home / ".local/share/krita").mkdir(parents=True)
+    sources = fake_sources(tmp_path)
+    (sources["krita_desktop"].parent / "Manual.html").write_text("manual\n")
+    checkout = tmp_path / "src1"
+    before, before_checkout = snapshot(fake_home), snapshot(checkout)
+    gimp = install.discovery.find_gimp_targets(programs=[], flatpak_check=quiet_flatpak)
+    krita = install.discovery.find_krita_targets(programs=[], flatpak_check=quiet_flatpak)
+    plan = make_test_plan(fake_home, sources, gimp, krita)
+    plan.dev = True
+    manifest = install.manifest.Manifest(install.paths.manifest_path())
+    install.manifest.make_dirs(manifest.path.parent, manifest)
+    notes = install.placing.install_gimp(gimp[0], plan, manifest)
+    install.placing.install_krita(krita[0], plan, manifest)
+    install.placing.write_frontend_configs(plan, plan.venv / "bin/python", str(checkout), manifest)
+    manifest.save()
+
+    gdir, kdir = gimp[0].plugin_dir, krita[0].plugin_dir
+    assert gdir.is_symlink() and gdir.resolve() == sources["gimp"].resolve()
+    assert kdir.is_symlink() and kdir.resolve() == sources["krita_dir"].resolve()
+    # Python runs a plug-in from its real folder: the front-end package is linked in
+    # there (git ignores the name), and so is Krita's manual.
+    assert (sources["gimp"] / "fbcnn_frontend").is_symlink()
+    assert (gdir / "fbcnn_frontend/client.py").read_text() == "# client v1\n"
+    assert (kdir / "fbcnn_frontend/client.py").read_text() == "# client v1\n"
+    assert (kdir / "Manual.html").read_text() == "manual\n"
+    assert (kdir.parent / "fbcnn_krita.desktop").is_file()
+    # The checkout's files are not made executable behind the developer's back: said instead.
+    assert not os.access(sources["gimp"] / "fbcnn_gimp.py", os.X_OK)
+    assert any("chmod +x it in the checkout" in n for n in notes)
+    assert install.paths.frontend_config_path().is_file()
+    links = json.loads(install.paths.manifest_path().read_text())["links"]
+    assert sorted(links) == sorted(map(str, (
+        gdir, kdir, sources["gimp"] / "fbcnn_frontend", sources["krita_dir"] / "fbcnn_frontend",
+        sources["krita_dir"] / "Manual.html")))
+
+    # An edit in the checkout is what the editors load.
+    (sources["frontend"] / "client.py").write_text("# client edited\n")
+    (sources["krita_dir"] / "__init__.py").write_text("# edited\n")
+    assert (gdir / "fbcnn_frontend/client.py").read_text() == "# client edited\n"
+    assert (kdir / "__init__.py").read_text() == "# edited\n"
+    (sources["frontend"] / "client.py").write_text("# client v1\n")
+    (sources["krita_dir"] / "__init__.py").write_text("# v1\n")
+
+    # A re-run keeps the links; nothing is recorded twice.
+    manifest = install.manifest.Manifest.load(install.paths.manifest_path())
+    place_everything(plan, manifest)
+    assert gdir.is_symlink()
+    assert len(manifest.data["links"]) == len(set(manifest.data["links"])) == 5
+
+    assert install.main.main(["--uninstall"]) == 0
+    assert snapshot(fake_home) == before
+    assert snapshot(checkout) == before_checkout  # the links are gone, the files they named are not
+
+
+def test_a_plain_rerun_after_dev_copies_again_and_uninstall_still_cleans_up(fake_home, tmp_path, monkeypatch):
+    monkeypatch.setattr(sys, "platform", "linux")
+    (fake_home / ".config/GIMP/3.0").mkdir(parents=True)
+    sources = fake_sources(tmp_path)
+    before, before_checkout = snapshot(fake_home), snapshot(tmp_path / "src1")
+    gimp = install.discovery.find_gimp_targets(programs=[], flatpak_check=quiet_flatpak)
+    plan = make_test_plan(fake_home, sources, gimp, [])
+    plan.dev = True
+    manifest = install.manifest.Manifest(install.paths.manifest_path())
+    install.manifest.make_dirs(manifest.path.parent, manifest)
+    place_everything(plan, manifest)
+    assert gimp[0].plugin_dir.is_symlink()
+    plan.dev = False
+    place_everything(plan, install.manifest.Manifest.load(install.paths.manifest_path()))
+    gdir = gimp[0].plugin_dir
+    assert gdir.is_dir() and not gdir.is_symlink()
+    assert not (gdir / "fbcnn_frontend").is_symlink() and (gdir / "fbcnn_frontend/client.py").is_file()
+    assert os.access(gdir / "fbcnn_gimp.py", os.X_OK)
+    assert install.main.main(["--uninstall"]) == 0
+    assert snapshot(fake_home) == before
+    assert snapshot(tmp_path / "src1") == before_checkout
+
+
+def test_dev_copies_where_symbolic_links_cannot_be_made(fake_home, tmp_path, monkeypatch, capsys):
+    """Windows without the symlink privilege: a clear line, then the plain copy."""
+    monkeypatch.setattr(sys, "platform", "linux")
+    (fake_home / ".local/share/krita").mkdir(parents=True)
+    sources = fake_sources(tmp_path)
+    before_checkout = snapshot(tmp_path / "src1")
+
+    def refuse(self, target, target_is_directory=False):
+        raise OSError(1314, "A required privilege is not held by the client")
+    monkeypatch.setattr(Path, "symlink_to", refuse)
+    krita = install.discovery.find_krita_targets(programs=[], flatpak_check=quiet_flatpak)
+    plan = make_test_plan(fake_home, sources, [], krita)
+    plan.dev = True
+    manifest = install.manifest.Manifest(install.paths.manifest_path())
+    notes = install.placing.install_krita(krita[0], plan, manifest)
+    out = capsys.readouterr().out
+    assert "cannot make symbolic links here" in out and "copying instead" in out
+    kdir = krita[0].plugin_dir
+    assert kdir.is_dir() and not kdir.is_symlink() and (kdir / "fbcnn_frontend/client.py").is_file()
+    assert notes[0].endswith(f"files in {kdir.parent}")
+    assert manifest.data["links"] == [] and str(kdir) in manifest.data["trees"]
+    assert snapshot(tmp_path / "src1") == before_checkout
+
+
+def test_dev_installs_the_project_editable(tmp_path, monkeypatch):
+    repo = tmp_path / "repo"
+    (repo / "core").mkdir(parents=True)
+    (repo / "fbcnn_editors.egg-info").mkdir()  # from before: not ours
+    monkeypatch.setattr(install.worker_env, "REPO", repo)
+    cmds = []
+
+    def pip(cmd, env=None, cwd=None):
+        cmds.append([str(c) for c in cmd])
+        (repo / "build").mkdir()
+        return 0
+    monkeypatch.setattr(install.worker_env, "run_shown", pip)
+    monkeypatch.setattr(install.worker_env, "can_build_in_place", lambda vpy, editable=False: editable)
+    monkeypatch.setattr(install.worker_env, "installed_core", lambda vpy: (str(repo), None))
+    manifest = install.manifest.Manifest(tmp_path / "m.json")
+    assert install.worker_env.install_project(Path("/v/bin/python"), manifest, dev=True) == str(repo)
+    assert cmds == [["/v/bin/python", "-m", "pip", "install", "--disable-pip-version-check",
+                     "--no-cache-dir", "--no-build-isolation", "-e", str(repo)]]
+    # What pip's build left in the checkout is removed on uninstall; what was there stays.
+    assert manifest.data["trees"] == [str(repo / "build")]
+    monkeypatch.setattr(install.worker_env, "installed_core", lambda vpy: (str(tmp_path / "else"), None))
+    shutil.rmtree(repo / "build")
+    with pytest.raises(SystemExit, match="not from this checkout"):
+        install.worker_env.install_project(Path("/v/bin/python"), manifest, dev=True)
+
+
+def test_dev_dry_run_names_the_links_and_the_editable_install(tmp_path):
+    home = tmp_path / "home"
+    (home / ".config/GIMP/3.0").mkdir(parents=True)
+    p = run_installer(["--dry-run", "--dev", "--no-krita"], home)
+    assert p.returncode == 0, p.stdout
+    assert f"pip install -e {ROOT} (--dev: the worker runs this checkout's core)" in p.stdout
+    assert f"{home}/.config/GIMP/3.0/plug-ins/fbcnn_gimp  (linked to the checkout)" in p.stdout
+    assert "--dev" in run_installer(["--help"], home).stdout
+
+
 # ------------------------------------------------------------------ the self-check and the venv's fbcnn command
 
 def test_self_check_pieces():

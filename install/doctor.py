@@ -136,8 +136,12 @@ def check(args, probes: Probes | None = None) -> int:
         if (nv or rocm) and not info.get("cuda"):
             problems.append("a GPU is present but the venv's torch cannot use it; re-run the "
                             "installer with --torch cuda (or rocm)")
-    else:
+    elif info.get("torch_error") or not vpy.exists():
         problems.append(f"the venv's torch does not import: {info.get('torch_error') or info.get('error')}")
+    else:
+        # An install from before `fbcnn models --json` existed, or a broken core.
+        problems.append(f"`fbcnn models --json` does not run in the venv ({vpy}); re-run the "
+                        f"installer: {info.get('error')}")
 
     step("Models")
     for line in models_lines(info, {}):

@@ -1336,6 +1336,23 @@ def test_check_reports_a_missing_install(fake_home, monkeypatch, capsys):
     assert snapshot(fake_home) == before
 
 
+def test_check_says_when_the_venvs_fbcnn_cannot_answer(fake_home, tmp_path, monkeypatch, capsys):
+    """A venv whose core cannot answer `fbcnn models --json` (an install from before it):
+    told to re-run the installer, not that torch is missing."""
+    monkeypatch.setattr(sys, "platform", "linux")
+    monkeypatch.setattr(install.discovery, "gimp_programs", lambda: [])
+    monkeypatch.setattr(install.discovery, "krita_programs", lambda: [])
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(tmp_path / "v")], check=True)
+    vpy = install.paths.venv_python(tmp_path / "v")
+    cfg = install.paths.frontend_config_path()
+    cfg.parent.mkdir(parents=True)
+    cfg.write_text(json.dumps({"python": str(vpy), "core_path": str(tmp_path)}))
+    assert install.doctor.check(install.main.parse_args(["--check"]), probes=FakeProbes()) == 1
+    out = capsys.readouterr().out
+    assert f"`fbcnn models --json` does not run in the venv ({vpy}); re-run the installer" in out
+    assert "torch does not import" not in out
+
+
 def test_torch_install_command_per_choice(monkeypatch):
     monkeypatch.setattr(sys, "platform", "linux")
     vpy = Path("/v/bin/python")

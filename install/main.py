@@ -50,14 +50,14 @@ def install(plan: Plan, args) -> int:
         say("  nothing to download (" + plan.models_why + ")")
     manifest.save()
 
-    for host, targets, install, none_found in (
+    for host, targets, place, none_found in (
             ("GIMP 3", plan.gimp, install_gimp, "no GIMP 3 profile found; skipped (use --gimp-dir)"),
             ("Krita", plan.krita, install_krita, "no Krita resource folder found; skipped (use --krita-dir)")):
         step(f"{host.split()[0]} plug-in")
         if not targets:
             say(f"  {none_found}")
         for t in targets:
-            for n in install(t, plan, manifest):
+            for n in place(t, plan, manifest):
                 say(f"  {n}")
             summary["installed"].append(f"{t.title():<15} {t.plugin_dir}")
             manifest.save()

@@ -67,7 +67,8 @@ class Probes:
         return platform.machine().lower()
 
     def base_torch(self, python: str):
-        """What torch the base Python has, as a dict, or None."""
+        """What torch this Python imports, as a dict, or None: the base's, a given venv's,
+        or the new venv's before the project is in it (nothing of ours is imported)."""
         code = ("import json, torch\n"
                 "mps = getattr(getattr(torch, 'backends', None), 'mps', None)\n"
                 "print(json.dumps({'version': torch.__version__, 'cuda': torch.version.cuda,"

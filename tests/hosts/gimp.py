@@ -48,8 +48,9 @@ def make_profile(tmp: pathlib.Path, *, plugin_src: pathlib.Path = PLUGIN_DIR,
     tmp = pathlib.Path(tmp)
     profile = tmp / "gimp-profile"
     dest = profile / "plug-ins" / "fbcnn_gimp"
-    dest.mkdir(parents=True, exist_ok=True)
-    shutil.copy2(plugin_src / "fbcnn_gimp.py", dest / "fbcnn_gimp.py")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(plugin_src, dest, dirs_exist_ok=True,
+                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     os.chmod(dest / "fbcnn_gimp.py", 0o755)
     installer.place_frontend(FRONTEND, dest)
     # GIMP starts .py plug-ins through their shebang; pin the system python3,

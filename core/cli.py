@@ -16,6 +16,7 @@ import sys
 from tqdm import tqdm
 
 from core import images, outputs, weights
+from core.frontend.protocol import plain
 
 OK, SOME_FAILED, FATAL = 0, 1, 2
 
@@ -234,20 +235,11 @@ def cmd_estimate(args) -> int:
             continue
         if args.json:
             print(json.dumps({"path": str(src), "qf": int(est.qf), "source": est.source,
-                              "details": est.details}, default=_jsonable), flush=True)
+                              "details": est.details}, default=plain), flush=True)
         else:
-            extra = ", ".join(f"{k}={_jsonable(v)}" for k, v in est.details.items())
+            extra = ", ".join(f"{k}={plain(v)}" for k, v in est.details.items())
             print(f"{src}: QF {int(est.qf)} ({est.source})" + (f"  [{extra}]" if extra else ""), flush=True)
     return SOME_FAILED if failed else OK
-
-
-def _jsonable(v):
-    """numpy scalars and arrays, paths and the like as plain JSON values."""
-    if hasattr(v, "tolist"):
-        return v.tolist()
-    if isinstance(v, (str, int, float, bool, type(None), list, dict)):
-        return v
-    return str(v)
 
 
 # ---------------------------------------------------------------- models / download

@@ -11,13 +11,13 @@ import logging
 import math
 import os
 import platform
-import platform
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 import numpy as np
 
 from core import openvino_runtime, quality, tiling, weights
+from core import pixels as pixels_mod
 from core.devices import (OPENVINO_DEVICES, RUNTIMES, available_devices,  # noqa: F401 - API
                           bf16_native, cpu_has_bf16, low_precision, pick_device, pick_runtime)
 
@@ -117,22 +117,6 @@ def is_oom(err: BaseException) -> bool:
 
 # ---------------------------------------------------------------- pixels
 
-def check_pixels(pixels: np.ndarray) -> int:
-    """Validate an HxWxC host array (C 1..4; uint8, uint16, float16 or float32); returns
-    its number of colour channels (1 or 3; a 2nd or 4th channel is alpha)."""
-    if not isinstance(pixels, np.ndarray) or pixels.ndim != 3 or pixels.shape[2] not in (1, 2, 3, 4):
-        raise ValueError("pixels must be an HxWxC array with C in 1..4")
-    if pixels.shape[0] < 1 or pixels.shape[1] < 1:
-        raise ValueError("the image is empty")
-    if pixels.dtype not in (np.uint8, np.uint16, np.float16, np.float32):
-        raise ValueError(f"unsupported pixel type {pixels.dtype}; use uint8, uint16, float16 or float32")
-    if pixels.dtype.kind == "f":
-        for y in range(0, pixels.shape[0], 256):  # in bands: no image-sized mask
-            if not np.isfinite(pixels[y:y + 256]).all():
-                raise ValueError("float pixels contain NaN or infinity")
-    return 3 if pixels.shape[2] >= 3 else 1
-
-
 def colour_of(pixels: np.ndarray) -> np.ndarray:
     """The colour channels of (a part of) a host array as float32, range 0..1."""
     c = 3 if pixels.shape[2] >= 3 else 1
@@ -160,11 +144,6 @@ def edge_slice(pixels: np.ndarray, y0: int, y1: int, x0: int, x1: int) -> np.nda
     if y0 < 0 or x0 < 0:
         part = np.pad(part, ((max(-y0, 0), 0), (max(-x0, 0), 0), (0, 0)), mode="edge")
     return part
-
-
-def luma(rgb: np.ndarray) -> np.ndarray:
-    """OpenCV-style BT.601 full-range luma, what the official gray models were trained on."""
-    return (0.299 * rgb[:, :, 0:1] + 0.587 * rgb[:, :, 1:2] + 0.114 * rgb[:, :, 2:3]).astype(np.float32)
 
 
 # ---------------------------------------------------------------- engine
@@ -255,15 +234,15 @@ class Engine:
     def _model_input(self, color: np.ndarray, in_nc: int) -> np.ndarray:
         if in_nc == color.shape[2]:
             return color
-        return np.repeat(color, 3, axis=2) if in_nc == 3 else luma(color)
+        return np.repeat(color, 3, axis=2) if in_nc == 3 else pixels_mod.luma(color)
 
     def _model_output(self, out: np.ndarray, color: np.ndarray) -> np.ndarray:
         """Map the model's channels back onto the input's: gray via luma, colour via a luma delta."""
         if out.shape[2] == color.shape[2]:
             return out
         if color.shape[2] == 1:
-            return luma(out)
-        return color + (out - luma(color))
+            return pixels_mod.luma(out)
+        return color + (out - pixels_mod.luma(color))
 
     def default_tile(self, config, device: str) -> int:
         """The largest grid-aligned tile whose activations fit the device's budget.
@@ -281,7 +260,7 @@ class Engine:
 
     def _prepare(self, pixels: np.ndarray, model: str) -> tuple:
         """(model name, its input channels) for these pixels, after checking them."""
-        colour_channels = check_pixels(pixels)
+        colour_channels = pixels_mod.colour_channels(pixels_mod.check(pixels))
         name = self.resolve_model(model, colour_channels == 1)
         return name, self._config(name, self.device).in_nc
 
@@ -291,6 +270,11 @@ class Engine:
         return self._predict_qf(self._load(name, self.torch_device), pixels, in_nc,
                                 self.torch_device)
 
+    def estimate(self, pixels: np.ndarray, *, model: str = "auto", source_path=None, jpeg_settings=None):
+        """The QF to remove and its source: the file's tables, a double-JPEG, else the network."""
+        name, in_nc = self._prepare(pixels, model)
+        return self._estimate(pixels, name, in_nc, source_path, jpeg_settings)
+
     def _estimate(self, pixels, name, in_nc, source_path, jpeg_settings):
         # The QF head runs on torch, loaded only when the file and the double-JPEG
         # check leave the QF open.
@@ -298,11 +282,6 @@ class Engine:
             pixels, source_path=source_path, jpeg_settings=jpeg_settings,
             predict=lambda p: self._predict_qf(self._load(name, self.torch_device), p, in_nc,
                                                self.torch_device))
-
-    def estimate(self, pixels: np.ndarray, *, model: str = "auto", source_path=None, jpeg_settings=None):
-        # The model is loaded only if the file and the double-JPEG check leave the QF open.
-        return quality.estimate_quality(pixels, source_path=source_path, jpeg_settings=jpeg_settings,
-                                        predict=lambda p: self.predict_qf(p, model=model))
 
     def restore(self, pixels: np.ndarray, *, model: str = "auto", qf=None, origin=(0, 0), tile=None,
                 source_path=None, jpeg_settings=None,

@@ -24,6 +24,8 @@ from typing import Callable, Optional
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from core import pixels as pixels_mod
+
 # Returned only when no source found anything and no predictor was given. The engine
 # always passes its predictor, so this reaches no user of the plug-ins; 75 is the IJG
 # and Pillow default quality, the most common QF of an unknown JPEG.
@@ -220,50 +222,25 @@ def file_quality(path=None, jpeg_settings: Optional[bytes] = None) -> Optional[E
 # ---------------------------------------------------------------------------
 # pixels
 
-_DTYPES = (np.uint8, np.uint16, np.float16, np.float32, np.float64)
-
-
 def check_pixels(pixels) -> np.ndarray:
-    """Validate an HxWxC (C 1..4) or HxW image array; returns it unchanged."""
-    if not isinstance(pixels, np.ndarray):
-        raise ValueError(f"pixels must be a numpy array, not {type(pixels).__name__}")
-    if pixels.dtype.type not in _DTYPES:
-        raise ValueError(f"pixels dtype {pixels.dtype} not supported; use uint8, uint16, float16 or float32")
-    if pixels.ndim == 2:
-        pixels = pixels[:, :, None]
-    if pixels.ndim != 3 or not 1 <= pixels.shape[2] <= 4:
-        raise ValueError(f"pixels must be HxWxC with C in 1..4 (gray, gray+alpha, RGB, RGBA), "
-                         f"got shape {pixels.shape}")
-    if pixels.shape[0] < 1 or pixels.shape[1] < 1:
-        raise ValueError(f"pixels are empty (shape {pixels.shape})")
-    if pixels.dtype.kind == "f" and not np.isfinite(pixels).all():
-        raise ValueError("pixels contain NaN or infinity")
-    return pixels
+    """pixels checked (core.pixels.check), an HxW gray array too, as HxWxC."""
+    return pixels_mod.check(pixels, allow_2d=True)
 
 
 def luma(pixels: np.ndarray) -> np.ndarray:
-    """Luma on the 0..255 scale (BT.601 full range, as JPEG and OpenCV), float32.
+    """HxW luma on the 0..255 scale (BT.601 full range, as JPEG and OpenCV), float32.
 
     ``pixels`` have been through check_pixels.
     Not rounded to 8 bits: rounding would add noise on top of the lattice we look for.
     Alpha is ignored; 16-bit data is scaled by 1/257 so 8-bit JPEG values come back
     exactly.
     """
-    px = pixels if pixels.ndim == 3 else pixels[:, :, None]
-    if px.dtype == np.uint8:
-        scale = 1.0
-    elif px.dtype == np.uint16:
-        scale = 1.0 / 257.0
+    scale = {np.uint8: 1.0, np.uint16: 1.0 / 257.0}.get(pixels.dtype.type, 255.0)
+    if pixels.shape[2] <= 2:
+        y = pixels[:, :, 0].astype(np.float32)
     else:
-        scale = 255.0
-    c = px.shape[2]
-    if c <= 2:
-        y = px[:, :, 0].astype(np.float32)
-    else:
-        f = px[:, :, :3].astype(np.float32)
-        y = f[:, :, 0] * np.float32(0.299) + f[:, :, 1] * np.float32(0.587) + f[:, :, 2] * np.float32(0.114)
-    y *= np.float32(scale)
-    return y
+        y = pixels_mod.luma(pixels)[:, :, 0]
+    return y * np.float32(scale)
 
 
 # ---------------------------------------------------------------------------
@@ -441,7 +418,6 @@ def _double_jpeg(px: np.ndarray) -> tuple[Optional[Estimate], dict]:
 
     ``px`` has been through check_pixels.
     """
-    px = px if px.ndim == 3 else px[:, :, None]
     h, w = px.shape[:2]
     n = min(WINDOW, (min(h, w) - 8) // 8 * 8)
     if n < MIN_WINDOW:

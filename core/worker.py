@@ -9,7 +9,6 @@ else, including stray prints from libraries, goes to stderr.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import platform
@@ -21,6 +20,8 @@ import traceback
 
 import numpy as np
 
+from core import weights
+from core.engine import Cancelled, Engine
 from core.frontend.protocol import (DTYPES, ORDERS, PROTOCOL_VERSION, FrameError, frame_nbytes,
                                     read_frame, skip, write_frame)
 
@@ -36,10 +37,6 @@ assert set(TO_CANONICAL) == set(ORDERS) and set(NP_DTYPES) == set(DTYPES)
 
 class BadRequest(ValueError):
     """A request that cannot be served as sent; the reply is kind bad-request."""
-
-
-class Cancelled(Exception):
-    """A cancel that arrived after the engine's last check."""
 
 
 # ---------------------------------------------------------------- pixels
@@ -168,11 +165,10 @@ def opt_source_path(req):
 
 def opt_model(req):
     """The model name or path; unknown names are refused here with the choices."""
-    from core import weights
     model = req.get("model", "auto") or "auto"
     if not isinstance(model, str):
         raise BadRequest(f"model must be a string, not {model!r}")
-    registry = getattr(weights, "REGISTRY", {})
+    registry = weights.REGISTRY
     if model == "auto" or model in registry:
         return model
     if model.endswith(".pth") or os.sep in model or (os.altsep and os.altsep in model):
@@ -214,7 +210,6 @@ class Engines:
     def get(self, device: str, runtime: str = "auto"):
         key = (device, runtime)
         if key not in self._engines:
-            from core.engine import Engine
             t = time.monotonic()
             try:
                 self._engines[key] = Engine(device, self.precision, runtime)
@@ -227,36 +222,10 @@ class Engines:
 
 # ---------------------------------------------------------------- replies
 
-def _json_default(o):
-    if isinstance(o, np.generic):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, (bytes, bytearray)):
-        return o.hex()
-    if isinstance(o, (set, frozenset, tuple)):
-        return list(o)
-    return str(o)
-
-
-def jsonable(obj):
-    """obj made of plain JSON types (engine details may hold numpy scalars)."""
-    return json.loads(json.dumps(obj, default=_json_default))
-
-
-def _exception_class(module: str, name: str):
-    """A class from core, or a placeholder no exception is an instance of."""
-    try:
-        return getattr(__import__(module, fromlist=[name]), name)
-    except (ImportError, AttributeError):
-        return ()
-
-
 def error_kind(exc: BaseException) -> str:
-    if isinstance(exc, _exception_class("core.engine", "Cancelled")) or isinstance(exc, Cancelled):
+    if isinstance(exc, Cancelled):
         return "cancelled"
-    if isinstance(exc, (_exception_class("core.weights", "ModelMissing"),
-                        _exception_class("core.weights", "VerificationError"))):
+    if isinstance(exc, (weights.ModelMissing, weights.VerificationError)):
         return "missing-model"  # a file that failed verification is moved aside: fetch it again
     if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError" \
             or (isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()):
@@ -415,7 +384,6 @@ class Server:
 
     def op_hello(self, rid, req, payload):
         from importlib.metadata import version
-        from core import weights
         models = []
         for name, entry in weights.REGISTRY.items():
             try:
@@ -447,8 +415,8 @@ class Server:
         est = engine.estimate(to_canonical(fmt, data), model=opt_model(req),
                               source_path=opt_source_path(req),
                               jpeg_settings=opt_jpeg_settings(req))
-        self.send(jsonable({"id": rid, "type": "result", "qf": int(est.qf), "source": est.source,
-                            "details": est.details or {}}))
+        self.send({"id": rid, "type": "result", "qf": int(est.qf), "source": est.source,
+                   "details": est.details or {}})
 
     def op_restore(self, rid, req, payload):
         with_mask = req.get("mask", False)
@@ -477,12 +445,12 @@ class Server:
         seconds = time.monotonic() - t
         log.info("restore %s: %dx%d %s %s in %.2f s", rid, fmt["width"], fmt["height"],
                  fmt["order"], fmt["dtype"], seconds)
-        header = jsonable({"id": rid, "type": "result", **fmt, "qf_used": res.qf_used,
-                           "qf_detected": res.qf_detected, "qf_source": res.qf_source,
-                           "details": res.details or {}, "model": res.model,
-                           "device": res.device, "runtime": res.runtime,
-                           "warnings": warnings + list(res.warnings or []),
-                           "seconds": round(seconds, 4)})
+        header = {"id": rid, "type": "result", **fmt, "qf_used": res.qf_used,
+                  "qf_detected": res.qf_detected, "qf_source": res.qf_source,
+                  "details": res.details or {}, "model": res.model,
+                  "device": res.device, "runtime": res.runtime,
+                  "warnings": warnings + list(res.warnings or []),
+                  "seconds": round(seconds, 4)}
         self.send(header, memoryview(out).cast("B"))
 
     def progress(self, rid, done, total):

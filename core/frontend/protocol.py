@@ -104,11 +104,24 @@ def read_frame(stream):
     return header, payload if payload is not None else b""
 
 
+def plain(o):
+    """What json cannot encode, as plain JSON values (a ``default`` for json.dumps):
+    numpy scalars and arrays through tolist(), bytes as hex, sets and tuples as lists,
+    anything else (a path) as its text. Duck-typed: this module has no numpy."""
+    if hasattr(o, "tolist"):
+        return o.tolist()
+    if isinstance(o, (bytes, bytearray)):
+        return o.hex()
+    if isinstance(o, (set, frozenset, tuple)):
+        return list(o)
+    return str(o)
+
+
 def write_frame(stream, header: dict, *payloads) -> None:
     """Write one frame; ``nbytes`` is set from the payload parts, which are not joined."""
     views = [p if isinstance(p, memoryview) else memoryview(p) for p in payloads]
     header = dict(header, nbytes=sum(v.nbytes for v in views))
-    body = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    body = json.dumps(header, separators=(",", ":"), default=plain).encode("utf-8")
     stream.write(_LEN.pack(len(body)) + body)
     for v in views:
         if v.nbytes:

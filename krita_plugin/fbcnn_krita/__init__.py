@@ -13,8 +13,8 @@ leaves the document unchanged when something is wrong.
 from krita import Krita
 
 from .extension import ACTION_ID, FbcnnExtension, open_dialog
-from .process import last_run, run
-from .session import FbcnnError
+from .filter_run import last_run, run
+from .connection import FbcnnError
 
 __all__ = ["run", "FbcnnError", "ACTION_ID", "open_dialog", "last_run"]
 

@@ -8,14 +8,14 @@ import functools
 import os
 import traceback
 
-from . import process
+from . import filter_run
 from .fbcnn_frontend import client, regions, texts
 from .messages import show_error
 from .qt import (QButtonGroup, QCheckBox, QComboBox, QDialog, QDialogButtonBox, QFormLayout,
                  QGroupBox, QHBoxLayout, QLabel, QProgressBar, QPushButton, QRadioButton,
                  QSlider, QSpinBox, Qt, QTimer, QVBoxLayout)
 from .preview import AFTER, BEFORE, SPLIT, PreviewView, to_qimage
-from .session import FbcnnError, Pending
+from .connection import FbcnnError, Pending
 
 PREVIEW_SIZE = (384, 288)
 # QDialog::Rejected: done() gets a plain int in both bindings, and PyQt6's enums
@@ -50,7 +50,7 @@ class FilterDialog(QDialog):
         self.setWindowTitle("Remove JPEG Artifacts")
         self.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
         self.document, self.node = document, node
-        self.target = process.Target(document, node)  # refuses CMYK & co. before showing
+        self.target = filter_run.Target(document, node)  # refuses CMYK & co. before showing
         self.linear = "g10" in node.colorProfile() or "linear" in node.colorProfile().lower()
         self.detected = None       # the worker's estimate for the whole image
         self.preview_job = None
@@ -162,23 +162,23 @@ class FilterDialog(QDialog):
         return buttons
 
     def _load_settings(self):
-        self.auto.setChecked(process.setting("auto", "true") == "true")
-        self.spin.setValue(_int(process.setting("qf", "50"), 50))
+        self.auto.setChecked(filter_run.setting("auto", "true") == "true")
+        self.spin.setValue(_int(filter_run.setting("qf", "50"), 50))
         self.slider.setEnabled(not self.auto.isChecked())
         self.spin.setEnabled(not self.auto.isChecked())
-        self.replace.setChecked(process.setting("output", "new-layer") == "replace")
-        index = self.view_mode.findData(process.setting("view", SPLIT))
+        self.replace.setChecked(filter_run.setting("output", "new-layer") == "replace")
+        index = self.view_mode.findData(filter_run.setting("view", SPLIT))
         self.view_mode.setCurrentIndex(max(0, index))
 
     def _save_settings(self):
-        process.write_setting("auto", "true" if self.auto.isChecked() else "false")
-        process.write_setting("qf", self.spin.value())
-        process.write_setting("output", self.output())
-        process.write_setting("view", self.view_mode.currentData())
+        filter_run.write_setting("auto", "true" if self.auto.isChecked() else "false")
+        filter_run.write_setting("qf", self.spin.value())
+        filter_run.write_setting("output", self.output())
+        filter_run.write_setting("view", self.view_mode.currentData())
         if self.model.count():
-            process.write_setting("model", self.model.currentData())
+            filter_run.write_setting("model", self.model.currentData())
         if self.device.count():
-            process.write_setting("device", self.device.currentData())
+            filter_run.write_setting("device", self.device.currentData())
 
     # ------------------------------------------------------------ choices
 
@@ -202,9 +202,9 @@ class FilterDialog(QDialog):
     def _on_hello(self, hello):
         """Offer only the models and devices the worker has."""
         self._fill(self.model, client.installed_models(hello), texts.MODEL_LABELS,
-                   process.setting("model", "auto"))
+                   filter_run.setting("model", "auto"))
         self._fill(self.device, ["auto"] + [d for d in hello.get("devices", []) if d != "auto"],
-                   texts.DEVICE_LABELS, process.setting("device", "auto"))
+                   texts.DEVICE_LABELS, filter_run.setting("device", "auto"))
         self.estimate()
 
     def _fill(self, combo, names, labels, saved):
@@ -224,7 +224,7 @@ class FilterDialog(QDialog):
         """One QF for the whole image, used by the preview and the full run alike."""
         self._set_state("estimating")
         self.detected_label.setText("Detecting the JPEG quality...")
-        self._start_job(process.estimate(self.target, self.model.currentData(), parent=self),
+        self._start_job(filter_run.estimate(self.target, self.model.currentData(), parent=self),
                         self._on_estimate)
 
     @reported
@@ -299,7 +299,7 @@ class FilterDialog(QDialog):
             self.preview.set_before(self._image(before, rect))
         self.preview.set_message(f"Computing the preview at QF {self.qf()}...")
         self._set_state("previewing")
-        job = process.restore(self.target, context, self.qf(), self.model.currentData(),
+        job = filter_run.restore(self.target, context, self.qf(), self.model.currentData(),
                               self.device.currentData(), parent=self)
         self.preview_job = job
         job.finished.connect(lambda result: self._on_preview(job, result, rect, context, before))
@@ -334,7 +334,7 @@ class FilterDialog(QDialog):
         self._save_settings()
         try:
             # Read the document as it is now: it may have changed since the dialog opened.
-            self.target = process.Target(self.document, self.node)
+            self.target = filter_run.Target(self.document, self.node)
         except FbcnnError as e:
             show_error(e, self)
             return
@@ -345,7 +345,7 @@ class FilterDialog(QDialog):
         self._busy(True)
         qf = self.qf()
         source = self.detected["source"] if self.auto.isChecked() else "manual"
-        job = process.restore(self.target, self.target.rect, qf, self.model.currentData(),
+        job = filter_run.restore(self.target, self.target.rect, qf, self.model.currentData(),
                               self.device.currentData(), parent=self)
         self.run_job = job
         job.progressed.connect(self._on_progress)
@@ -379,14 +379,14 @@ class FilterDialog(QDialog):
         data, info = result
         self.run_job = None
         try:
-            process.write_result(self.target, data, self.output(),
+            filter_run.write_result(self.target, data, self.output(),
                                  f"JPEG artifacts removed, QF {qf}")
         except FbcnnError as e:
             self._busy(False)
             self._set_state("failed")
             show_error(e, self)
             return
-        process.record_run(self.target, qf, source, self.detected, info, self.output())
+        filter_run.record_run(self.target, qf, source, self.detected, info, self.output())
         self._set_state("done")
         self.accept()
 

@@ -1,9 +1,9 @@
 """The Filter menu entry: Filter > Remove JPEG Artifacts..."""
 from krita import Extension, Krita
 
-from . import session
+from . import connection
 from .messages import show_error
-from .session import FbcnnError
+from .connection import FbcnnError
 
 ACTION_ID = "fbcnn_remove_jpeg_artifacts"
 
@@ -14,7 +14,7 @@ _dialog = None
 class FbcnnExtension(Extension):
     def setup(self):
         # One worker for the whole Krita session; stop it when Krita quits.
-        Krita.instance().notifier().applicationClosing.connect(session.shutdown)
+        Krita.instance().notifier().applicationClosing.connect(connection.shutdown)
 
     def createActions(self, window):
         action = window.createAction(ACTION_ID, "Remove JPEG Artifacts...", "filter")

@@ -278,8 +278,8 @@ class Runner:
 
     def op_set_config(self, step, record):
         """Point the plug-in at another frontend.json; the next request starts a new worker."""
-        import fbcnn_krita.session
-        fbcnn_krita.session.shutdown()
+        import fbcnn_krita.connection
+        fbcnn_krita.connection.shutdown()
         os.environ["FBCNN_FRONTEND_CONFIG"] = step["path"]
 
     def op_export(self, step, record):

@@ -11,7 +11,7 @@ from krita import Krita
 
 from . import pixels
 from .fbcnn_frontend import regions
-from .session import FbcnnError, Pending, wait
+from .connection import FbcnnError, Pending, wait
 
 OUTPUTS = ("new-layer", "replace")
 SETTINGS_GROUP = "fbcnn_krita"

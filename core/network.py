@@ -12,7 +12,6 @@ this adds capacity for QF-specific behaviour at no cost per pixel.
 """
 from __future__ import annotations
 
-import math
 import torch
 import torch.nn.functional as F
 from torch import nn

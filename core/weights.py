@@ -18,6 +18,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from http.client import HTTPException
 
 import numpy as np
@@ -25,6 +26,9 @@ import numpy as np
 # torch and the network are imported where weights are loaded: asking for a model's
 # state, path or file key must stay quick (the worker's first answers).
 from core.config import Config, config_from_state_dict
+
+if TYPE_CHECKING:
+    from core.network import FBCNN
 
 COMPACT_CONFIG = Config(in_nc=3, out_nc=3, nc=(16, 32, 64, 128), nb=3, qf_nc=64, residual=True,
                         qf_experts=4)

@@ -186,6 +186,14 @@ def site(tmp_path_factory):
     return s
 
 
+def base_has(venv: Path, dist: str) -> bool:
+    """Whether the Python the venv was made from has the distribution installed."""
+    cfg = dict(ln.split(" = ", 1) for ln in (venv / "pyvenv.cfg").read_text().splitlines() if " = " in ln)
+    base = cfg.get("executable") or str(Path(cfg["home"]) / "python3")
+    probe = f"import importlib.metadata as m\ntry: m.distribution({dist!r})\nexcept m.PackageNotFoundError: raise SystemExit(1)"
+    return subprocess.run([base, "-I", "-c", probe]).returncode == 0
+
+
 def installed_ok(site):
     """The first install worked; without the bundled model only its self-check may fail."""
     rc, out = site.first.returncode, site.first.stdout
@@ -218,11 +226,14 @@ def test_install_succeeds_and_self_checks(site):
 
 def test_install_puts_every_piece_in_place(site):
     installed_ok(site)
-    # The base Python's torch (and pip, setuptools) serve the venv: pip fetched nothing.
-    assert "Downloading" not in site.first.stdout, site.first.stdout[-5000:]
     vpy = site.venv / "bin" / "python"
     assert vpy.exists()
     assert "include-system-site-packages = true" in (site.venv / "pyvenv.cfg").read_text()
+    # The base Python's torch (and pip, setuptools) serve the venv: pip fetched no torch
+    # and nothing the base already has, only the light dependencies it lacks.
+    fetched = re.findall(r"Downloading (\S+?)-\d", site.first.stdout)
+    assert not [d for d in fetched if d.startswith(("torch", "nvidia", "triton"))], fetched
+    assert not [d for d in fetched if base_has(site.venv, d)], fetched
 
     cfg = json.loads((site.config / "fbcnn" / "frontend.json").read_text())
     assert cfg["python"] == str(vpy)

@@ -6,7 +6,6 @@ where numpy and torch do not exist. Keep it working on Python 3.9 to 3.13.
 """
 from __future__ import annotations
 
-import collections
 import json
 import os
 import pathlib
@@ -18,11 +17,10 @@ import threading
 import time
 
 # Re-exported: a plug-in needs only `client` for the kinds and the pixel descriptor.
-from .protocol import (NOT_CONFIGURED, PROTOCOL, PROTOCOL_VERSION, TIMEOUT,  # noqa: F401
-                       VERSION_MISMATCH, WORKER_DIED, FrameError, frame_nbytes, pixel_format,
-                       read_frame, write_frame)
+from .child import WorkerProcess
+from .protocol import (NOT_CONFIGURED, PROTOCOL_VERSION, TIMEOUT,  # noqa: F401
+                       VERSION_MISMATCH, WORKER_DIED, frame_nbytes, pixel_format)
 
-_STDERR_LINES = 200
 
 
 class WorkerError(Exception):
@@ -86,125 +84,6 @@ def in_flatpak() -> bool:
 
 # ---------------------------------------------------------------- the worker
 
-class _Process:
-    """One running worker: its pipes, a stdout reader and a bounded stderr tail."""
-
-    def __init__(self, cmd, cwd, env):
-        self.version_checked = False   # until its hello has said the protocol version
-        kwargs = {}
-        if sys.platform == "win32":
-            kwargs["creationflags"] = 0x08000000  # CREATE_NO_WINDOW: no console flashes up
-        try:
-            self.popen = subprocess.Popen(cmd, cwd=cwd, env=env, stdin=subprocess.PIPE,
-                                          stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                          bufsize=0, **kwargs)
-        except OSError as e:
-            raise WorkerError(WORKER_DIED, f"cannot start the FBCNN worker {cmd[0]!r}: {e}. "
-                              + _SETUP_HINT) from None
-        self.replies = queue.Queue()
-        self.stderr = collections.deque(maxlen=_STDERR_LINES)
-        self._stderr_done = threading.Event()
-        self.write_lock = threading.Lock()
-        self.missed_deadline = False
-        self._released = False
-        self._release_lock = threading.Lock()
-        self._readers = [
-            threading.Thread(target=self._read_stdout, daemon=True, name="fbcnn-stdout"),
-            threading.Thread(target=self._read_stderr, daemon=True, name="fbcnn-stderr")]
-        for reader in self._readers:
-            reader.start()
-
-    def _read_stdout(self):
-        stream = self.popen.stdout
-        try:
-            while True:
-                frame = read_frame(stream)
-                if frame is None:
-                    break
-                self.replies.put(frame)
-        except (EOFError, OSError, ValueError) as e:  # ValueError: a closed pipe
-            self.stderr.append(f"[client] reply stream ended: {e}")
-        except FrameError as e:
-            self.replies.put(({"type": "error", "kind": PROTOCOL,
-                               "message": f"unreadable reply from the worker: {e}"}, b""))
-        self.replies.put(None)  # EOF marker
-
-    def _read_stderr(self):
-        try:
-            for line in iter(self.popen.stderr.readline, b""):
-                self.stderr.append(line.decode("utf-8", "replace").rstrip("\r\n"))
-        except (OSError, ValueError):
-            pass
-        finally:
-            self._stderr_done.set()
-
-    def stderr_tail(self, wait: float = 0.0) -> str:
-        if wait:
-            self._stderr_done.wait(wait)
-        return "\n".join(list(self.stderr)[-40:])
-
-    def alive(self) -> bool:
-        return self.popen.poll() is None
-
-    def send(self, header, payloads, deadline: float):
-        """Write a frame; a worker that stops reading is killed at the deadline."""
-        # A hung worker with a full pipe would block write() forever; killing it
-        # from a timer turns that into a BrokenPipeError here.
-        timer = threading.Timer(max(0.0, deadline - time.monotonic()), self.kill_hung)
-        timer.daemon = True
-        timer.start()
-        try:
-            with self.write_lock:
-                write_frame(self.popen.stdin, header, *payloads)
-        finally:
-            timer.cancel()
-
-    def kill_hung(self):
-        self.missed_deadline = True
-        self.kill()
-
-    def kill(self):
-        try:
-            self.popen.kill()
-        except OSError:
-            pass
-
-    def close(self, grace: float):
-        """End the process (EOF on stdin first, then a kill) and release its pipes."""
-        try:
-            self.popen.stdin.close()
-        except OSError:
-            pass
-        try:
-            self.popen.wait(grace)
-        except subprocess.TimeoutExpired:
-            self.kill()
-            try:
-                self.popen.wait(grace)
-            except subprocess.TimeoutExpired:
-                pass
-        self.release(grace)
-
-    def release(self, wait: float):
-        """Close the three pipes, once; left open, each one is a ResourceWarning when
-        the Popen is collected (GIMP 3.2 shows them)."""
-        with self._release_lock:
-            if self._released:
-                return
-            self._released = True
-        # The readers see EOF once the process is gone; letting them finish keeps the
-        # last stderr lines. A grandchild holding the pipes (flatpak-spawn) must not
-        # hang us: the wait is bounded, and a reader cut off ends on the closed pipe.
-        deadline = time.monotonic() + wait
-        for reader in self._readers:
-            reader.join(max(0.0, deadline - time.monotonic()))
-        for stream in (self.popen.stdin, self.popen.stdout, self.popen.stderr):
-            try:
-                stream.close()
-            except OSError:
-                pass
-
-
 class Worker:
     """A worker process, started on first use and restarted if it has gone away.
 
@@ -252,14 +131,19 @@ class Worker:
         env["PYTHONUNBUFFERED"] = "1"  # stderr lines reach the tail as they are written
         return env
 
-    def _process(self) -> _Process:
+    def _process(self) -> WorkerProcess:
         if self._proc is not None and not self._proc.alive():
             self._end(self._proc)  # it ran out its idle timeout
         if self._proc is None:
-            self._proc = _Process(self.command(), self.core_path, self._env())
+            cmd = self.command()
+            try:
+                self._proc = WorkerProcess(cmd, self.core_path, self._env())
+            except OSError as e:
+                raise WorkerError(WORKER_DIED, f"cannot start the FBCNN worker {cmd[0]!r}: {e}. "
+                                  + _SETUP_HINT) from None
         return self._proc
 
-    def _end(self, proc: _Process):
+    def _end(self, proc: WorkerProcess):
         """End a process and close its pipes; the next call starts a fresh one."""
         if self._proc is proc:
             self._proc = None

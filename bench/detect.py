@@ -21,6 +21,7 @@ from PIL import Image
 
 from bench.metrics import SHARED, jpeg, mcmaster, resave
 from core import quality
+from core.double_jpeg import DIP_MAX
 
 PAIRS = [(10, 30), (10, 50), (20, 60), (30, 70)]          # the targets
 EXTRA_PAIRS = [(12, 40), (23, 55), (37, 75), (70, 90)]    # off the 5-step grid, and a high QF1
@@ -82,7 +83,7 @@ def bench_singles(images, qfs=SINGLES, label="single JPEGs") -> None:
           f"({100 * clean / total:.1f} %, target >= 95 %)")
     # Margin: the single JPEG that came closest to a claim (dip must be < DIP_MAX).
     dip, rise, q = min(closest)
-    print(f"  closest single: dip {dip} (claims need < {quality.DIP_MAX}), rise {rise}, QF {q}")
+    print(f"  closest single: dip {dip} (claims need < {DIP_MAX}), rise {rise}, QF {q}")
     png = sum(quality.double_jpeg(img) is not None for _, img in images)
     print(f"{label}: the uncompressed originals, claimed double {png}/{len(images)}")
 

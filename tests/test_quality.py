@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from core import quality
+from core import ijg, quality
 from core.quality import Estimate, double_jpeg, estimate_quality, file_quality
 from tests.conftest import shared_path
 
@@ -79,15 +79,15 @@ def test_file_qf_exact_for_pillow(tmp_path, img, qf):
 
 def test_ijg_base_tables_are_pillows_quality_50(img):
     q = Image.open(io.BytesIO(jpeg_bytes(img, 50))).quantization
-    assert list(q[0]) == quality.IJG_LUMA.tolist()
-    assert list(q[1]) == quality.IJG_CHROMA.tolist()
+    assert list(q[0]) == ijg.IJG_LUMA.tolist()
+    assert list(q[1]) == ijg.IJG_CHROMA.tolist()
 
 
 def test_every_ijg_quality_is_recognised_from_its_tables():
     for qf in range(1, 101):
         for baseline in (True, False):
-            m = quality.match_ijg(quality.ijg_table(quality.IJG_LUMA, qf, baseline),
-                                  quality.ijg_table(quality.IJG_CHROMA, qf, baseline))
+            m = quality.match_ijg(ijg.ijg_table(ijg.IJG_LUMA, qf, baseline),
+                                  ijg.ijg_table(ijg.IJG_CHROMA, qf, baseline))
             assert (m["qf"], m["exact"]) == (qf, True)
 
 
@@ -122,8 +122,8 @@ def parasite_with_tables(quality_byte, *tables) -> bytes:
 
 
 def test_gimp_parasite_with_tables():
-    ijg41 = parasite_with_tables(41, quality.ijg_table(quality.IJG_LUMA, 41),
-                                 quality.ijg_table(quality.IJG_CHROMA, 41))
+    ijg41 = parasite_with_tables(41, ijg.ijg_table(ijg.IJG_LUMA, 41),
+                                 ijg.ijg_table(ijg.IJG_CHROMA, 41))
     assert file_quality(jpeg_settings=ijg41).qf == 41
     assert file_quality(jpeg_settings=ijg41).details["exact"] is True
     # A camera-like table: flat steps GIMP could only approximate.
@@ -135,8 +135,8 @@ def test_gimp_parasite_with_tables():
 
 
 def test_non_ijg_tables_flagged_inexact(tmp_path, img):
-    luma = quality.ijg_table(quality.IJG_LUMA, 60).copy()
-    chroma = quality.ijg_table(quality.IJG_CHROMA, 60).copy()
+    luma = ijg.ijg_table(ijg.IJG_LUMA, 60).copy()
+    chroma = ijg.ijg_table(ijg.IJG_CHROMA, 60).copy()
     luma[::5] += 2       # e.g. an encoder's own tuning of the IJG tables
     p = tmp_path / "custom.jpg"
     Image.fromarray(img).save(p, qtables=[luma.tolist(), chroma.tolist()])
@@ -147,8 +147,8 @@ def test_non_ijg_tables_flagged_inexact(tmp_path, img):
 
 
 def test_sixteen_bit_tables_of_cjpeg_without_baseline():
-    m = quality.match_ijg(quality.ijg_table(quality.IJG_LUMA, 8, baseline=False),
-                          quality.ijg_table(quality.IJG_CHROMA, 8, baseline=False))
+    m = quality.match_ijg(ijg.ijg_table(ijg.IJG_LUMA, 8, baseline=False),
+                          ijg.ijg_table(ijg.IJG_CHROMA, 8, baseline=False))
     assert (m["qf"], m["exact"], m["baseline"]) == (8, True, False)
 
 

@@ -123,6 +123,33 @@ def runtimes_side_by_side(compact, img, rounds, precision="auto"):
     return {n: float(np.median(v)) / mp for n, v in times.items()}
 
 
+def candidate_vs_bundled(candidate, img, rounds) -> None:
+    """A new compact model on the CPU's default runtime beside the bundled one on torch
+    and on the default runtime (issue #21's speed bar), interleaved rounds, with FLOPs."""
+    from core.config import config_from_state_dict
+    from core.weights import load_state_dict
+    f_full = flops_per_pixel(Config())
+    mp = img.shape[0] * img.shape[1] / 1e6
+    runs = {"bundled, torch": ("compact", Engine("cpu", runtime="torch")),
+            "bundled, default runtime": ("compact", Engine("cpu")),
+            "candidate, default runtime": (candidate, Engine("cpu"))}
+    for model, e in runs.values():
+        run_b(e, model, img[:64, :64])  # load (and convert) outside the timing
+    times = {n: [] for n in runs}
+    load = os.getloadavg()[0]
+    for _ in range(rounds):
+        for n, (model, e) in runs.items():
+            times[n].append(run_b(e, model, img))
+    print(f"candidate {candidate} beside the bundled model, {img.shape[1]}x{img.shape[0]}, medians of "
+          f"{rounds} interleaved rounds (load average {load:.1f} -> {os.getloadavg()[0]:.1f}):")
+    for n, (model, e) in runs.items():
+        flops = flops_per_pixel(config_from_state_dict(load_state_dict(model)))
+        print(f"  {n:<27} {np.median(times[n]) / mp:5.2f} s/MP on {e.runtime}, "
+              f"{flops / 1e3:.0f} kFLOP/px (1/{f_full / flops:.1f} of the official)")
+    ratio = np.median(times["candidate, default runtime"]) / np.median(times["bundled, torch"])
+    print(f"  candidate / bundled-on-torch time: {ratio:.2f} (bar <= 1.00)")
+
+
 def openvino_start(compact) -> tuple:
     """(first start with conversion, warm start from the cache), seconds from a fresh
     process's first import to a compiled model, as the worker meets them."""
@@ -144,8 +171,12 @@ def main(argv=None):
     ap.add_argument("--size", type=int, default=512)
     ap.add_argument("--skip-24mp", action="store_true")
     ap.add_argument("--rounds", type=int, default=5, help="interleaved rounds per runtime")
+    ap.add_argument("--candidate", metavar="PTH",
+                    help="only compare this compact model (default runtime) with the bundled one")
     a = ap.parse_args(argv)
     torch.set_num_threads(os.cpu_count() or 1)
+    if a.candidate:
+        return candidate_vs_bundled(a.candidate, test_image(1024, 1024, seed=2), a.rounds)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU bf16: {engine_mod.cpu_has_bf16()}, "
           f"default precision: {engine_mod.pick_dtype('cpu')}")
     f_full, f_compact = flops_per_pixel(Config()), flops_per_pixel(COMPACT_CONFIG)

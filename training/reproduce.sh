@@ -88,9 +88,11 @@ PY=${PYTHON:-python3}
 "$PY" -m training.ship training/run10/compact_best.pth core/models/fbcnn_compact.pth
 "$PY" -m training.calibrate core/models/fbcnn_compact.pth
 
-# v9, in progress (2026-12-03 evening, issue #21): v8 deepened at 1/4 and 1/8 scale, then one
-# cosine from lr 2e-4 over 12000 at one thread. Not shipped yet: when it is, ship and calibrate
-# as above.
-"$PY" -m training.deepen core/models/fbcnn_compact.pth training/run11/deepened.pth --add scale3=2 body=3
-"$PY" -m training.train --init training/run11/deepened.pth --loss-power 1.0 --iters 12000 --lr 2e-4 \
-    --patch 128 --batch 16 --threads 1 --val-every 500 --seed 3 --out training/run11
+# v9, in progress (2026-12-06, issue #21): v8 deepened at 1/4 and 1/8 scale, then cosines of
+# 4000 at one thread, one a session (run12, then a warm restart, run13). Not shipped yet: when
+# it is, ship and calibrate as above.
+"$PY" -m training.deepen core/models/fbcnn_compact.pth training/run12/deepened.pth --add scale3=2 body=3
+"$PY" -m training.train --init training/run12/deepened.pth --loss-power 1.0 --iters 4000 --lr 2e-4 \
+    --patch 128 --batch 16 --threads 1 --val-every 500 --seed 4 --out training/run12
+"$PY" -m training.train --init training/run12/compact_latest.pth --loss-power 1.0 --iters 4000 --lr 1.5e-4 \
+    --patch 128 --batch 16 --threads 1 --val-every 500 --seed 5 --out training/run13

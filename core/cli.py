@@ -67,6 +67,9 @@ def parser() -> argparse.ArgumentParser:
                           "under it>.png")
     r.add_argument("-r", "--recursive", action="store_true",
                    help="descend into the folders given (default: a folder's own files only)")
+    r.add_argument("-j", "--jobs", type=_jobs_arg, default=None, metavar="N|auto",
+                   help="restore in N worker processes, each with its share of the CPU threads "
+                        "(default auto: one per GPU; on the CPU 1 up to 4 cores, else one per 4)")
     r.add_argument("--report", type=pathlib.Path, metavar="FILE.jsonl",
                    help="write one JSON line per input: path, output, status (done, skipped, "
                         "failed, not-done), qf, qf_source, model, device, runtime, seconds, error")
@@ -148,6 +151,34 @@ def _engine(device: str, runtime: str = "auto"):
 
 # ---------------------------------------------------------------- restore
 
+def _jobs_arg(value: str):
+    if value == "auto":
+        return None
+    try:
+        n = int(value)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"jobs must be a number of processes (1 or more) or auto, "
+                                         f"not {value!r}")
+    return n
+
+
+def _device(args) -> str:
+    from core.devices import pick_device
+    try:
+        return pick_device(args.device)[0]
+    except ValueError as err:
+        raise Fatal(_one_line(err)) from None
+
+
+def _workers(args, todo: int) -> int:
+    """Processes to start: --jobs, or the machine's default (core/jobs.default_jobs);
+    never more than there are inputs."""
+    wanted = args.jobs or jobs.default_jobs(_device(args))
+    return max(1, min(wanted, todo))
+
+
 def output_path(item, args) -> pathlib.Path:
     if args.output is not None:
         return args.output
@@ -199,7 +230,10 @@ def cmd_restore(args) -> int:
                         runtime=args.runtime)
     try:
         check_model(args.model)
-        if todo:
+        workers = _workers(args, len(todo))
+        if workers > 1:
+            jobs.run_pool(todo, opts, report, workers, gpus=workers if _device(args) == "cuda" else 0)
+        elif todo:
             jobs.run_here(todo, opts, report, _engine(args.device, args.runtime))
     except jobs.ModelFailed as err:
         raise Fatal(str(err)) from None

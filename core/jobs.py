@@ -10,10 +10,14 @@ from the kernel (Linux's parent-death signal) and does the same.
 """
 from __future__ import annotations
 
+import multiprocessing
 import os
+import signal
 import sys
 import time
-from dataclasses import dataclass
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, replace
 from typing import Optional
 
 from tqdm import tqdm
@@ -157,4 +161,112 @@ def run_here(todo, opts: Options, report, engine) -> None:
             report.add(rec)
             shown.finished(rec, warnings)
     finally:
+        shown.close()
+
+
+# ---------------------------------------------------------------- the pool (--jobs N)
+
+WORKER_DIED = "its worker process died (killed by the system: out of memory?)"
+_worker: dict = {}   # in a worker process: its options, its engine, whether it is writing
+
+
+class _Stop(BaseException):
+    """SIGTERM in a busy worker: unwinds through the atomic writer (its temporary file
+    goes), past every `except Exception`."""
+
+
+def _on_term(signum, frame):
+    if _worker.get("busy"):
+        raise _Stop()
+    os._exit(128 + signum)
+
+
+def _die_with(parent: int) -> None:
+    """SIGTERM to this worker when its parent dies, even by SIGKILL (Linux); otherwise
+    an orphan would go on restoring what the next run is told to do."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM))
+    if os.getppid() != parent:   # it died before prctl could watch it
+        os._exit(1)
+
+
+def _init_worker(opts: Options, parent: int, gpu_counter, gpus: int) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)   # Ctrl-C is the parent's to handle
+    signal.signal(signal.SIGTERM, _on_term)
+    _die_with(parent)
+    if opts.threads:   # read by torch when it is imported (OpenVINO gets it from the engine)
+        os.environ["OMP_NUM_THREADS"] = str(opts.threads)
+    if gpus:           # one GPU a worker, before torch (imported later) sees them all
+        with gpu_counter.get_lock():
+            index, gpu_counter.value = gpu_counter.value, gpu_counter.value + 1
+        os.environ["CUDA_VISIBLE_DEVICES"] = str(index % gpus)
+    _worker.update(opts=opts, engine=None, busy=False)
+
+
+def _task(target):
+    opts = _worker["opts"]
+    if _worker["engine"] is None:
+        from core.engine import Engine
+        _worker["engine"] = Engine(device=opts.device, runtime=opts.runtime, threads=opts.threads)
+    _worker["busy"] = True
+    try:
+        return attempt(_worker["engine"], target, opts)
+    except _Stop:
+        os._exit(128 + signal.SIGTERM)
+    finally:
+        _worker["busy"] = False
+
+
+def _stop_workers(pool: ProcessPoolExecutor) -> None:
+    """SIGTERM each worker and wait for it: a busy one removes its temporary file first."""
+    processes = list(getattr(pool, "_processes", {}).values())   # no public handle before 3.14
+    for proc in processes:
+        proc.terminate()
+    for proc in processes:
+        proc.join(60)
+        if proc.is_alive():
+            proc.kill()
+
+
+def _outcome(future, target):
+    try:
+        return future.result()
+    except BrokenProcessPool:
+        return archive.record(target.src, target.dst, "failed", error=WORKER_DIED), []
+
+
+def run_pool(todo, opts: Options, report, jobs: int, gpus: int = 0) -> None:
+    """Every target in `jobs` worker processes, each with cpu_count() // jobs threads
+    (or one GPU each). KeyboardInterrupt and ModelFailed propagate once the workers are
+    stopped and the targets not done are reported."""
+    opts = replace(opts, threads=opts.threads or max(1, cpu_count() // jobs))
+    # spawn, not fork: a fork of a process that has started threads (tqdm's, torch's,
+    # OpenVINO's) may deadlock; the parent-death signal also needs the worker to be a
+    # direct child of this process, which rules out forkserver.
+    ctx = multiprocessing.get_context("spawn")
+    pool = ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_init_worker,
+                               initargs=(opts, os.getpid(), ctx.Value("i", 0), gpus))
+    shown = Progress(len(todo))
+    pending = {}
+    try:
+        pending = {pool.submit(_task, t): t for t in todo}
+        for future in as_completed(list(pending)):
+            rec, warnings = _outcome(future, pending.pop(future))
+            report.add(rec)
+            shown.finished(rec, warnings)
+    except BaseException as err:
+        _stop_workers(pool)
+        why = str(err) if isinstance(err, ModelFailed) else "interrupted"
+        for future, target in pending.items():
+            finished = future.done() and not future.cancelled() and future.exception() is None
+            if finished:   # done between the interrupt and the stop: its file is whole
+                rec, warnings = future.result()
+                report.add(rec)
+            else:
+                not_done([target], report, why)
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
         shown.close()

@@ -3,7 +3,8 @@
 Exit codes: 0 all went well (inputs whose output exists are skipped, and said so,
 unless --overwrite); 1 at least one input failed (the others were still processed);
 2 nothing could run (bad arguments, a model that is missing or invalid, a download
-that failed, an output folder that cannot be created or written).
+that failed, an output folder that cannot be created or written, outputs that clash);
+130 interrupted (Ctrl-C: finished files stay, the report lists what was not done).
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import sys
 
 from tqdm import tqdm
 
-from core import images, outputs, weights
+from core import archive, images, jobs, outputs, weights
 from core.frontend.protocol import plain
 
 OK, SOME_FAILED, FATAL = 0, 1, 2
@@ -28,10 +29,7 @@ class Fatal(Exception):
     """Stops the whole command: every input would fail the same way."""
 
 
-def _one_line(err: BaseException) -> str:
-    text = str(err).strip() or type(err).__name__
-    return " ".join(text.split())
-
+_one_line = jobs.one_line
 
 def _qf_arg(value: str):
     if value.lower() == "auto":
@@ -64,7 +62,17 @@ def parser() -> argparse.ArgumentParser:
     out = r.add_mutually_exclusive_group()
     out.add_argument("-o", "--output", type=pathlib.Path, metavar="OUT",
                      help="output file (one input only; .png, or .tif/.tiff)")
-    out.add_argument("--out-dir", type=pathlib.Path, metavar="DIR", help="write DIR/<input stem>.png")
+    out.add_argument("--out-dir", type=pathlib.Path, metavar="DIR",
+                     help="write DIR/<input stem>.png; a folder's files go to DIR/<their path "
+                          "under it>.png")
+    r.add_argument("-r", "--recursive", action="store_true",
+                   help="descend into the folders given (default: a folder's own files only)")
+    r.add_argument("-j", "--jobs", type=_jobs_arg, default=None, metavar="N|auto",
+                   help="restore in N worker processes, each with its share of the CPU threads "
+                        "(default auto: one per GPU; on the CPU 1 up to 4 cores, else one per 4)")
+    r.add_argument("--report", type=pathlib.Path, metavar="FILE.jsonl",
+                   help="write one JSON line per input: path, output, status (done, skipped, "
+                        "failed, not-done), qf, qf_source, model, device, runtime, seconds, error")
     r.add_argument("--qf", type=_qf_arg, default=None, metavar="N|auto",
                    help="JPEG quality 1..100 to remove, or auto (default: detect per image)")
     _model_device(r)
@@ -130,7 +138,7 @@ def check_model(model: str) -> None:
         raise Fatal(_one_line(err)) from None
 
 
-MODEL_ERRORS = (weights.ModelMissing, weights.VerificationError, weights.InvalidModel)
+MODEL_ERRORS = jobs.MODEL_ERRORS
 
 
 def _engine(device: str, runtime: str = "auto"):
@@ -143,78 +151,101 @@ def _engine(device: str, runtime: str = "auto"):
 
 # ---------------------------------------------------------------- restore
 
-def output_path(src: pathlib.Path, args) -> pathlib.Path:
+def _jobs_arg(value: str):
+    if value == "auto":
+        return None
+    try:
+        n = int(value)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"jobs must be a number of processes (1 or more) or auto, "
+                                         f"not {value!r}")
+    return n
+
+
+def _device(args) -> str:
+    from core.devices import pick_device
+    try:
+        return pick_device(args.device)[0]
+    except ValueError as err:
+        raise Fatal(_one_line(err)) from None
+
+
+def _workers(args, todo: int) -> int:
+    """Processes to start: --jobs, or the machine's default (core/jobs.default_jobs);
+    never more than there are inputs."""
+    wanted = args.jobs or jobs.default_jobs(_device(args))
+    return max(1, min(wanted, todo))
+
+
+def output_path(item, args) -> pathlib.Path:
     if args.output is not None:
         return args.output
     if args.out_dir is not None:
-        return args.out_dir / (src.stem + ".png")
-    return src.with_name(src.stem + ".fbcnn.png")
+        return archive.mirrored(args.out_dir, item)
+    return item.src.with_name(item.src.stem + ".fbcnn.png")
 
 
-def cmd_restore(args) -> int:
-    if args.output is not None and len(args.inputs) > 1:
-        raise Fatal("-o/--output takes one input; use --out-dir DIR for several")
+SHOWN_SKIPS = 20  # beyond this, one line: a re-run over an archive skips thousands
+
+
+def plan_restore(args):
+    """(targets to restore, the Walk, the Report): everything that can fail before any
+    compute (arguments, the walk, every output folder, clashes, the report file)."""
+    if args.output is not None and (len(args.inputs) > 1 or args.inputs[0].is_dir()):
+        raise Fatal("-o/--output takes one input file; use --out-dir DIR for several or a folder")
     if args.output is not None and args.output.suffix.lower() not in images.WRITABLE:
         raise Fatal(f"cannot write {args.output}: use a .png name (writing JPEG again would bring "
                     f"the artifacts back)")
+    found = archive.walk(args.inputs, args.recursive, exclude=args.out_dir)
+    if found.folders and args.out_dir is None:
+        raise Fatal("a folder as input needs --out-dir OUT (its tree is mirrored there)")
+    for line in found.problems:
+        archive.say(line)
+    by_src = {item.src: item for item in found.items}
+    try:
+        targets = outputs.plan(list(by_src), lambda src: output_path(by_src[src], args),
+                               args.overwrite)
+        report = archive.open_report(args.report)
+    except (outputs.OutputError, OSError) as err:
+        raise Fatal(str(err)) from None
+    skipped = [t for t in targets if t.skip]
+    for target in skipped[:SHOWN_SKIPS]:
+        archive.say(f"{target.src}: skipped: {target.skip}")
+    if len(skipped) > SHOWN_SKIPS:
+        archive.say(f"... and {len(skipped) - SHOWN_SKIPS} more outputs exist and are skipped "
+                    f"(--overwrite to redo them)")
+    for target in skipped:
+        report.add(archive.record(target.src, target.dst, "skipped", error=None))
+    return [t for t in targets if not t.skip], found, report
+
+
+def cmd_restore(args) -> int:
     # Every output is checked before the model loads: a folder that can't take the
     # results fails now, not after an hour of compute.
+    todo, found, report = plan_restore(args)
+    opts = jobs.Options(model=args.model, qf=args.qf, tile=args.tile,
+                        max_megapixels=args.max_megapixels, device=args.device,
+                        runtime=args.runtime)
     try:
-        targets = outputs.plan(args.inputs, lambda src: output_path(src, args), args.overwrite)
-    except outputs.OutputError as err:
+        check_model(args.model)
+        workers = _workers(args, len(todo))
+        if workers > 1:
+            jobs.run_pool(todo, opts, report, workers, gpus=workers if _device(args) == "cuda" else 0)
+        elif todo:
+            jobs.run_here(todo, opts, report, _engine(args.device, args.runtime))
+    except jobs.ModelFailed as err:
         raise Fatal(str(err)) from None
-    for target in targets:
-        if target.skip:
-            print(f"fbcnn: {target.src}: {'' if target.error else 'skipped: '}{target.skip}",
-                  file=sys.stderr)
-    todo = [t for t in targets if not t.skip]
-    check_model(args.model)
-    engine = _engine(args.device, args.runtime) if todo else None
-    failed = sum(t.error for t in targets)
-    bar = tqdm(todo, unit="img", desc="restore", file=sys.stderr, disable=None)
-    plain = not (sys.stderr.isatty() if hasattr(sys.stderr, "isatty") else False)
-    for number, target in enumerate(bar, 1):
-        src, dst = target.src, target.dst
-        if plain:  # tqdm draws nothing into a pipe or a log: a line per file instead
-            print(f"fbcnn: restoring {number}/{len(todo)}: {src}", file=sys.stderr, flush=True)
-        try:
-            result = restore_one(engine, src, dst, args, bar)
-        except MODEL_ERRORS as err:
-            bar.close()
-            raise Fatal(_one_line(err)) from None
-        except Exception as err:  # noqa: BLE001 - one bad file must not stop the batch
-            failed += 1
-            tqdm.write(f"fbcnn: {src}: {_one_line(err)}", file=sys.stderr)
-            continue
-        qf = f"QF {result.qf_used} ({result.qf_source})"
-        tqdm.write(f"{src} -> {dst}  {qf}, model {result.model} on {result.device} "
-                   f"({result.runtime})", file=sys.stdout)
-        for warning in result.warnings:
-            tqdm.write(f"fbcnn: warning: {src}: {warning}", file=sys.stderr)
-    bar.close()
-    skipped = sum(bool(t.skip) and not t.error for t in targets)
-    if skipped or failed:
-        print(f"fbcnn: {len(targets) - skipped - failed} written, {skipped} skipped, "
-              f"{failed} failed", file=sys.stderr)
-    return SOME_FAILED if failed else OK
-
-
-def restore_one(engine, src: pathlib.Path, dst: pathlib.Path, args, bar):
-    pic = images.read(src, args.max_megapixels)
-    icc, exif, pixels = pic.icc, pic.exif, pic.pixels
-    del pic
-
-    def progress(done, total):
-        bar.set_postfix_str(f"{src.name}: tile {done}/{total}", refresh=True)
-
-    result = engine.restore(pixels, model=args.model, qf=args.qf, tile=args.tile,
-                            source_path=str(src), progress=progress)
-    # The input goes before the output is encoded: Pillow copies an RGB picture into
-    # 4 bytes a pixel to save it, and with the input still held a 400 MP TIFF peaked
-    # within 1% of the memory bound.
-    del pixels
-    outputs.write_atomically(dst, lambda tmp: images.write(tmp, result.pixels, icc, exif))
-    return result
+    except KeyboardInterrupt:
+        archive.say(report.summary(found.not_images))
+        raise
+    finally:
+        report.close()
+    c = report.counts
+    if c["skipped"] or c["failed"] or found.folders or found.not_images:
+        archive.say(report.summary(found.not_images))
+    return SOME_FAILED if report.counts["failed"] else OK
 
 
 # ---------------------------------------------------------------- estimate

@@ -150,10 +150,13 @@ def edge_slice(pixels: np.ndarray, y0: int, y1: int, x0: int, x1: int) -> np.nda
 
 class Engine:
     def __init__(self, device: str = "auto", precision: str = "auto", runtime: str = "auto",
-                 check_weights: bool = True):
+                 check_weights: bool = True, threads: Optional[int] = None):
         """check_weights=False skips the sanity run on each loaded model: for timing
-        synthetic weights (bench.speed), which restore nothing."""
+        synthetic weights (bench.speed), which restore nothing. threads: the CPU threads
+        this engine's networks may use (default: all; `fbcnn restore --jobs` gives each
+        process its share, so N processes do not fight over the same cores)."""
         self.requested_device = device
+        self.threads = threads
         self.check_weights = check_weights
         self.device, self._device_warnings = pick_device(device)
         self.precision = precision
@@ -182,6 +185,8 @@ class Engine:
     def _load(self, name: str, device: str) -> torch.nn.Module:
         key = (name, device)
         if key not in self._models:
+            if self.threads:
+                torch.set_num_threads(self.threads)   # process-wide; torch has no per-model setting
             m = weights.load_model(name)
             if self.check_weights:
                 weights.check_sane(m, name)
@@ -200,7 +205,8 @@ class Engine:
             self._compiled[name, device] = openvino_runtime.CompiledNet(
                 device=openvino_runtime.DEVICE_NAMES.get(device, "CPU"),
                 bf16=low_precision("cpu", self.precision) == "bf16",
-                key=weights.file_key(name), load=lambda: self._load(name, "cpu"))
+                key=weights.file_key(name), load=lambda: self._load(name, "cpu"),
+                threads=self.threads)
         return self._compiled[name, device]
 
     def _config(self, name: str, device: str):

@@ -154,7 +154,7 @@ class CompiledNet:
 
     def __init__(self, net=None, device: str = "CPU", bf16: bool = False,
                  cache: Optional[pathlib.Path] = None, *, key: Optional[str] = None,
-                 load: Optional[Callable] = None):
+                 load: Optional[Callable] = None, threads: Optional[int] = None):
         """`net`: a torch FBCNN, keyed by its tensors; or `key` (the weights file's
         sha256) and `load` (returns the torch FBCNN), called only when the cache has
         no conversion yet: a cached model starts without torch."""
@@ -171,6 +171,8 @@ class CompiledNet:
         config = {"CACHE_DIR": str(cache / "blobs"),
                   # One image at a time, as fast as possible: all cores on one request.
                   "PERFORMANCE_HINT": "LATENCY"}
+        if threads and device == "CPU":
+            config["INFERENCE_NUM_THREADS"] = int(threads)   # a share of the cores (--jobs)
         if device == "CPU":
             config["INFERENCE_PRECISION_HINT"] = "bf16" if bf16 else "f32"
         self.compiled = _core().compile_model(str(self.path), device, config)

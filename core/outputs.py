@@ -5,11 +5,16 @@ input or the output of another input; an existing file is skipped with a message
 unless overwriting was asked for, never replaced silently. A result is written to a
 unique temporary name in its own folder, then renamed over the target, so a killed
 run leaves complete files or none, and two runs into one folder never share a name.
+Temporary names say whose they are (`.fbcnn-HOST-PID.*.tmp.png`): a process killed
+before it could remove its own leaves one behind, and the next run into that folder
+removes those of dead processes of this host, and nobody else's.
 """
 from __future__ import annotations
 
 import os
 import pathlib
+import re
+import socket
 import tempfile
 from dataclasses import dataclass
 from typing import Callable, Iterable, Optional
@@ -23,8 +28,7 @@ class OutputError(Exception):
 class Target:
     src: pathlib.Path
     dst: pathlib.Path
-    skip: Optional[str] = None   # why this input is not written, or None
-    error: bool = False          # skipped as a failure (a clash), not by choice (it exists)
+    skip: Optional[str] = None   # why this input is not written (its output exists), or None
 
 
 def ensure_writable_folder(folder: pathlib.Path) -> None:
@@ -41,17 +45,23 @@ def ensure_writable_folder(folder: pathlib.Path) -> None:
                           f"{err.strerror or err}") from None
     os.close(fd)
     os.unlink(probe)
+    remove_stale_temporaries(folder)
+
+
+SHOWN_CLASHES = 10
 
 
 def plan(inputs: Iterable[pathlib.Path], dst_for: Callable[[pathlib.Path], pathlib.Path],
          overwrite: bool = False) -> list[Target]:
-    """One Target per input, its folder checked; raises OutputError for a folder that
-    cannot take files (every input there would fail the same way)."""
+    """One Target per input, its folder checked. Raises OutputError for a folder that
+    cannot take files (every input there would fail the same way) and for outputs that
+    clash (an input's own file, or two inputs with one output, like x.jpg and x.png):
+    which one should win is the user's call, so nothing is computed until they decide."""
     inputs = list(inputs)
-    sources = {p.resolve() for p in inputs}
+    sources = {p.resolve(): p for p in inputs}
     taken: dict = {}
     checked: set = set()
-    targets = []
+    targets, clashes = [], []
     for src in inputs:
         dst = dst_for(src)
         folder = dst.parent
@@ -59,24 +69,67 @@ def plan(inputs: Iterable[pathlib.Path], dst_for: Callable[[pathlib.Path], pathl
             ensure_writable_folder(folder)
             checked.add(folder.resolve())
         key = dst.resolve()
-        error = key in sources or key in taken
         if key in sources:
-            skip = f"would overwrite the input {dst}; choose another output"
+            clashes.append(f"{src}: its output would overwrite the input {sources[key]}")
         elif key in taken:
-            skip = f"{taken[key]} also maps to {dst}; rename one or use -o"
-        elif dst.exists() and not overwrite:
-            skip = f"{dst} exists; use --overwrite to replace it"
-        else:
-            skip = None
+            clashes.append(f"{taken[key]} and {src} both map to {dst}")
         taken.setdefault(key, src)
-        targets.append(Target(src, dst, skip, error))
+        skip = f"{dst} exists; use --overwrite to replace it" if not overwrite and dst.exists() else None
+        targets.append(Target(src, dst, skip))
+    if clashes:
+        more = len(clashes) - SHOWN_CLASHES
+        raise OutputError("outputs clash, nothing was restored (rename the inputs, or choose "
+                          "another output):\n  " + "\n  ".join(clashes[:SHOWN_CLASHES])
+                          + (f"\n  and {more} more" if more > 0 else ""))
     return targets
+
+
+def _host() -> str:
+    return re.sub(r"[^A-Za-z0-9_]", "_", socket.gethostname()) or "host"
+
+
+TEMP_NAME = re.compile(r"^\.fbcnn-(?P<host>[A-Za-z0-9_]+)-(?P<pid>\d+)\..*\.tmp\.(png|tiff?)$")
+
+
+def temp_prefix(stem: str) -> str:
+    return f".fbcnn-{_host()}-{os.getpid()}.{stem}."
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True   # another user's process: alive, and not ours to judge
+    return True
+
+
+def remove_stale_temporaries(folder: pathlib.Path) -> list:
+    """Remove our temporary files left in folder by processes of this host that no
+    longer run (a SIGKILL or a power cut gives no chance to clean up); returns them.
+    A live process's, or another host's on a shared folder, is never touched."""
+    removed = []
+    host = _host()
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return removed
+    for name in names:
+        m = TEMP_NAME.match(name)
+        if m and m["host"] == host and not _alive(int(m["pid"])):
+            try:
+                os.unlink(folder / name)
+                removed.append(folder / name)
+            except OSError:
+                pass
+    return removed
 
 
 def write_atomically(dst: pathlib.Path, write: Callable[[pathlib.Path], None]) -> None:
     """write(tmp) to a unique name beside dst (same suffix, so the writer picks the
     format), then rename it over dst; nothing of it remains if anything fails."""
-    fd, name = tempfile.mkstemp(prefix=f".{dst.stem}.", suffix=".tmp" + dst.suffix,
+    fd, name = tempfile.mkstemp(prefix=temp_prefix(dst.stem), suffix=".tmp" + dst.suffix,
                                 dir=dst.parent)
     os.close(fd)
     tmp = pathlib.Path(name)

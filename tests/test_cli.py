@@ -310,11 +310,12 @@ def test_usage_errors(tmp_path, capsys):
 
 
 def test_never_overwrites_an_input(tmp_path, model_file, capsys):
+    """A clash stops the command before any compute (#20): exit 2, not a per-file failure."""
     src = tmp_path / "x.png"
     Image.fromarray(photo()).save(src)
     before = src.read_bytes()
     assert cli.main(["restore", str(src), "--out-dir", str(tmp_path), "--model", str(model_file),
-                     "--qf", "50", "--device", "cpu"]) == 1
+                     "--qf", "50", "--device", "cpu"]) == 2
     assert "overwrite the input" in capsys.readouterr().err
     assert src.read_bytes() == before
 

@@ -1,0 +1,71 @@
+"""Images per second of `fbcnn restore` over one set of pictures (issue #20's bench):
+one process (`--jobs 1`, the engine in the command's own process) and `--jobs 2..N`
+worker processes, each a whole command in a fresh process (start-up, model load,
+reading, restoring, writing: what a user waits for), best of --repeat runs.
+
+    python -m bench.batch [--images 24] [--size 512] [--max-jobs N] [--repeat 2]
+
+Ray (`--ray`, issue #20 item 4) is not implemented yet: no figure for it.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+from PIL import Image
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+
+def make_set(folder: pathlib.Path, count: int, size: int) -> None:
+    rng = np.random.default_rng(0)
+    y, x = np.mgrid[0:size, 0:size]
+    base = np.stack([x, y, (x + y) // 2], axis=2) * (255.0 / (2 * size))
+    for i in range(count):
+        img = np.clip(base + rng.normal(0, 25, base.shape), 0, 255).astype(np.uint8)
+        Image.fromarray(img).save(folder / f"p{i:03d}.jpg", quality=20 + i % 30)
+
+
+def timed_run(src: pathlib.Path, out: pathlib.Path, jobs: int, model: str) -> float:
+    shutil.rmtree(out, ignore_errors=True)
+    cmd = [sys.executable, "-m", "core", "restore", str(src), "--out-dir", str(out),
+           "--jobs", str(jobs), "--model", model, "--device", "cpu"]
+    start = time.perf_counter()
+    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    if r.returncode != 0:
+        raise SystemExit(f"failed ({r.returncode}): {' '.join(cmd)}\n{r.stderr[-2000:]}")
+    return seconds
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--images", type=int, default=24)
+    p.add_argument("--size", type=int, default=512)
+    p.add_argument("--max-jobs", type=int, default=os.cpu_count() or 1)
+    p.add_argument("--repeat", type=int, default=2)
+    p.add_argument("--model", default="compact")
+    a = p.parse_args(argv)
+    with tempfile.TemporaryDirectory() as tmp:
+        src, out = pathlib.Path(tmp, "in"), pathlib.Path(tmp, "out")
+        src.mkdir()
+        make_set(src, a.images, a.size)
+        timed_run(src, out, 1, a.model)   # warm-up: the OpenVINO conversion is cached once
+        print(f"{a.images} JPEGs of {a.size}x{a.size}, model {a.model}, CPU, "
+              f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f} at the start")
+        for jobs in range(1, a.max_jobs + 1):
+            best = min(timed_run(src, out, jobs, a.model) for _ in range(a.repeat))
+            label = "one process (--jobs 1)" if jobs == 1 else f"--jobs {jobs}"
+            print(f"{label:<24} {a.images / best:6.2f} images/s  ({best:.1f} s)", flush=True)
+        print("ray (local two-node cluster): not implemented yet (issue #20 item 4)")
+
+
+if __name__ == "__main__":
+    main()

@@ -22,7 +22,10 @@ from tests.test_archive import MODEL, files_under
 COUNT = 48
 
 
-def pictures(folder, count=COUNT, size=192):
+# Big enough that the 46 inputs left when the signal goes take seconds of compute,
+# against the milliseconds it takes to deliver it, even on a loaded machine (at 192 px
+# a loaded CI host once finished them all first).
+def pictures(folder, count=COUNT, size=320):
     rng = np.random.default_rng(7)
     y, x = np.mgrid[0:size, 0:size]
     base = np.stack([x, y, (x + y) // 2], axis=2).astype(np.float64)

@@ -1,0 +1,173 @@
+"""`fbcnn restore --ray` (issue #20 item 4) on a real Ray cluster of two nodes on this
+machine, on loopback only: a head (`ray start --head` on 127.0.0.1) and a second node
+(`ray start --address`, on 127.0.0.2, so the driver attaches to the head alone), one
+CPU each. A job over a few dozen small pictures (as file:// URIs) is compared with the
+single-process command (at most 1 level apart: an actor has 1 thread, the single process 2); then the
+same job while the second node is killed (its raylet, workers and monitor, SIGKILL)
+once the report shows progress and that node is working: the job completes, every
+output is right, every input is reported once, and no temporary file is left.
+
+The cluster is stopped at the end of the module, also when a test fails. Without Ray
+these tests are skipped and say so loudly; the test that --ray without Ray gives a
+clear error runs everywhere.
+"""
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from core import ray_job
+from tests.ray_cluster import Cluster, kill_node, node_processes
+from tests.test_archive import files_under
+from tests.test_cli import ROOT, run
+from tests.test_jobs import pictures, pixels
+
+HAVE_RAY = importlib.util.find_spec("ray") is not None
+needs_ray = pytest.mark.skipif(
+    not HAVE_RAY, reason="RAY IS NOT INSTALLED: the Ray cluster tests did NOT run "
+                         '(pip install ".[cluster]"; tests/run.sh installs it)')
+COUNT = 48
+MODEL = ["--model", "compact", "--device", "cpu", "--qf", "30"]
+HANG = 300   # seconds: a bound against a hung job, never a measurement
+
+
+# ---------------------------------------------------------------- without a cluster
+
+def test_ray_without_ray_says_how_to_install_it_before_anything(tmp_path):
+    src = pictures(tmp_path / "in", count=2, size=64)
+    out = tmp_path / "out"
+    r = run(["restore", "--ray", src, "-r", "--out-dir", out, *MODEL], tmp_path,
+            prelude="import sys\nsys.modules['ray'] = None   # as if not installed")
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.strip().splitlines() == [f"fbcnn: error: {ray_job.INSTALL}"]
+    assert 'pip install ".[cluster]"' in r.stderr
+    assert not out.exists()   # nothing planned, let alone computed
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["restore", "--ray", "in", "--out-dir", "o"], ["restore", "--ray=", "in", "--out-dir", "o"]),
+    (["restore", "--ray", "head:6379", "in"], ["restore", "--ray", "head:6379", "in"]),
+    (["restore", "--ray", "ray://10.0.0.1:10001", "in"], ["restore", "--ray", "ray://10.0.0.1:10001", "in"]),
+    (["restore", "in", "--ray"], ["restore", "in", "--ray="]),
+    (["restore", "--ray", "-r", "in"], ["restore", "--ray=", "-r", "in"]),
+    (["restore", "--ray=auto", "in"], ["restore", "--ray=auto", "in"]),
+])
+def test_ray_takes_a_following_word_as_its_address_only_if_it_is_one(argv, expected):
+    assert ray_job.split_address(argv) == expected
+
+
+def test_the_actor_pool_one_per_gpu_else_one_per_node_with_the_smallest_nodes_cores():
+    assert ray_job.pool_shape([{"CPU": 8, "GPU": 2}, {"CPU": 8, "GPU": 1}], None) == (3, {"num_gpus": 1}, None)
+    assert ray_job.pool_shape([{"CPU": 16}, {"CPU": 4}], None) == (2, {"num_cpus": 4}, 4)
+    assert ray_job.pool_shape([{"CPU": 16}, {"CPU": 4}], 10) == (10, {"num_cpus": 2}, 2)
+    assert ray_job.pool_shape([{"CPU": 1}, {"CPU": 1}], None) == (2, {"num_cpus": 1}, 1)
+
+
+# ---------------------------------------------------------------- the cluster
+
+@pytest.fixture(scope="module")
+def cluster():
+    if not HAVE_RAY:
+        pytest.skip("RAY IS NOT INSTALLED")
+    c = Cluster()
+    try:
+        c.start_head()
+        c.start_worker()
+        yield c
+    finally:
+        c.stop()
+        left = node_processes(c.root)
+        assert not left, f"Ray processes outlived the cluster: {left}"
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """The set and what one process writes for it."""
+    tmp = tmp_path_factory.mktemp("ref")
+    src = pictures(tmp / "in", count=COUNT, size=96)
+    one = tmp / "one"
+    r = run(["restore", src, "-r", "--out-dir", one, *MODEL], tmp)
+    assert r.returncode == 0, r.stderr
+    return src, one
+
+
+def report_of(path) -> dict:
+    recs = [json.loads(ln) for ln in path.read_text().splitlines()]
+    paths = [r["path"] for r in recs]
+    assert len(paths) == len(set(paths)), "an input reported twice"
+    return {r["path"]: r for r in recs}
+
+
+def assert_same_as_one_process(out, one) -> None:
+    names = files_under(out)
+    assert not [n for n in names if os.path.basename(n).startswith(".")], names   # no temporaries
+    assert names == files_under(one) and len(names) == COUNT
+    for rel in names:
+        assert np.abs(pixels(out / rel) - pixels(one / rel)).max() <= 1, rel
+
+
+@needs_ray
+def test_a_ray_job_writes_what_one_process_writes_and_reports_each_input_once(cluster, reference, tmp_path):
+    """Inputs and outputs as file:// URIs: the actors read and write through pyarrow."""
+    src, one = reference
+    with_bad = tmp_path / "in"
+    shutil.copytree(src, with_bad)
+    (with_bad / "set1" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 a JPEG cut short")
+    out, report = tmp_path / "out", tmp_path / "r.jsonl"
+    r = run(["restore", "--ray", cluster.address, "file://" + str(with_bad), "-r",
+             "--out-dir", "file://" + str(out), "--report", report, *MODEL], tmp_path)
+    assert r.returncode == 1, r.stderr                       # the broken JPEG, only
+    assert f"{COUNT} written, 0 skipped, 1 failed" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr, r.stderr
+    recs = report_of(report)
+    assert len(recs) == COUNT + 1
+    broken = recs.pop("file://" + str(with_bad / "set1" / "broken.jpg"))
+    assert broken["status"] == "failed" and broken["error"] and ray_job.DIED not in broken["error"]
+    assert {rec["status"] for rec in recs.values()} == {"done"}
+    assert {(rec["model"], rec["device"], rec["qf"]) for rec in recs.values()} == {("compact", "cpu", 30)}
+    for path, rec in recs.items():
+        rel = os.path.relpath(path[len("file://"):], with_bad)
+        assert rec["output"] == "file://" + str(out / rel)[:-4] + ".png"
+    assert_same_as_one_process(out, one)
+
+
+def worker_node_is_restoring(cluster) -> bool:
+    return any(cmd.startswith("ray::MapWorker") for cmd in node_processes(cluster.worker).values())
+
+
+@needs_ray
+def test_a_ray_job_survives_the_loss_of_a_node_midway(cluster, reference, tmp_path):
+    src, one = reference
+    if not node_processes(cluster.worker):   # the module's first test may have run alone
+        cluster.start_worker()
+    out, report = tmp_path / "out", tmp_path / "r.jsonl"
+    cmd = [sys.executable, "-m", "core", "restore", "--ray", cluster.address, str(src), "-r",
+           "--out-dir", str(out), "--report", str(report), *MODEL]
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + HANG
+        # Midway by progress: some inputs reported, and the second node at work.
+        while not (report.exists() and len(report.read_text().splitlines()) >= 3
+                   and worker_node_is_restoring(cluster)):
+            assert proc.poll() is None, proc.stderr.read()
+            assert time.monotonic() < deadline, "no progress on both nodes in 5 minutes"
+            time.sleep(0.02)
+        assert kill_node(cluster.worker) >= 2
+        at_kill = len(report.read_text().splitlines())
+        stderr = proc.communicate(timeout=HANG)[1]
+    finally:
+        proc.kill()
+    assert at_kill < COUNT, "the job had finished before the node was killed"
+    assert proc.returncode == 0, stderr
+    assert f"{COUNT} written, 0 skipped, 0 failed" in stderr, stderr
+    recs = report_of(report)                                 # each input once: never twice
+    assert len(recs) == COUNT and {rec["status"] for rec in recs.values()} == {"done"}
+    assert_same_as_one_process(out, one)

@@ -5,7 +5,9 @@ CPU each. A job over a few dozen small pictures (as file:// URIs) is compared wi
 single-process command (at most 1 level apart: an actor has 1 thread, the single process 2); then the
 same job while the second node is killed (its raylet, workers and monitor, SIGKILL)
 once the report shows progress and that node is working: the job completes, every
-output is right, every input is reported once, and no temporary file is left.
+output is right, every input is reported once, and no temporary file is left. And an
+input whose actor is killed each of the 3 times it starts it is reported failed while
+the others are done.
 
 The cluster is stopped at the end of the module, also when a test fails. Without Ray
 these tests are skipped and say so loudly; the test that --ray without Ray gives a
@@ -15,6 +17,7 @@ import importlib.util
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -135,6 +138,71 @@ def test_a_ray_job_writes_what_one_process_writes_and_reports_each_input_once(cl
         rel = os.path.relpath(path[len("file://"):], with_bad)
         assert rec["output"] == "file://" + str(out / rel)[:-4] + ".png"
     assert_same_as_one_process(out, one)
+
+
+def holders(fifo) -> list:
+    """The other processes that have the named pipe open."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and int(entry) != os.getpid():
+            try:
+                if any(os.readlink(f"/proc/{entry}/fd/{fd}") == str(fifo)
+                       for fd in os.listdir(f"/proc/{entry}/fd")):
+                    found.append(int(entry))
+            except OSError:
+                continue
+    return found
+
+
+def wait_for_a_reader(fifo, deadline) -> int:
+    """A write end of the FIFO once a reader is blocked opening it (an actor started
+    the poisoned input): a non-blocking open for writing fails until then."""
+    while True:
+        try:
+            return os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+        except OSError:
+            assert time.monotonic() < deadline, "no actor started the poisoned input"
+            time.sleep(0.02)
+
+
+@needs_ray
+def test_an_input_whose_worker_dies_three_times_is_reported_failed_and_the_job_finishes(cluster, tmp_path):
+    """The poisoned input is a named pipe: the actor that starts it blocks opening it,
+    and the test, seeing a reader there, kills that actor (SIGKILL, as the system's
+    out-of-memory killer would). One actor (--jobs 1), so no other input is started
+    when it dies. Ray restarts it and sends the input again; the fourth start is
+    answered failed and the other inputs are done."""
+    src = pictures(tmp_path / "in", count=4, size=64)
+    fifo = src / "set0" / "poison.jpg"
+    os.mkfifo(fifo)
+    out, report = tmp_path / "out", tmp_path / "r.jsonl"
+    cmd = [sys.executable, "-m", "core", "restore", "--ray", cluster.address, str(src), "-r",
+           "--out-dir", str(out), "--report", str(report), "--jobs", "1", *MODEL]
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + HANG
+        for _ in range(ray_job.TRIES):
+            writer = wait_for_a_reader(fifo, deadline)
+            while not (readers := holders(fifo)):   # its open returns as ours does
+                assert time.monotonic() < deadline, "the reader never opened the pipe"
+            assert all(node_processes(cluster.root).get(pid, "").startswith("ray::MapWorker")
+                       for pid in readers), readers
+            for pid in readers:
+                os.kill(pid, signal.SIGKILL)
+            while holders(fifo):   # all its threads gone, not only its first one
+                assert time.monotonic() < deadline, "the killed actor lives on"
+                time.sleep(0.02)
+            os.close(writer)
+        stderr = proc.communicate(timeout=HANG)[1]
+    finally:
+        proc.kill()
+    assert proc.returncode == 1, stderr
+    assert "4 written, 0 skipped, 1 failed" in stderr, stderr
+    recs = report_of(report)
+    assert recs.pop(str(fifo))["error"] == ray_job.DIED
+    assert len(recs) == 4 and {rec["status"] for rec in recs.values()} == {"done"}
 
 
 def worker_node_is_restoring(cluster) -> bool:

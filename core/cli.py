@@ -255,7 +255,7 @@ def cmd_restore(args) -> int:
     try:
         check_model(args.model)
         run_all(todo, opts, report, args)
-    except jobs.ModelFailed as err:
+    except (jobs.ModelFailed, ray_job.ClusterFailed) as err:
         raise Fatal(str(err)) from None
     except KeyboardInterrupt:
         archive.say(report.summary(found.not_images))

@@ -44,6 +44,10 @@ class RayMissing(Exception):
     pass
 
 
+class ClusterFailed(Exception):
+    """The cluster cannot be reached, or the job failed as a whole: one line to say."""
+
+
 def split_address(argv: list) -> list:
     """`--ray IN...` as `--ray= IN...`: argparse would take the first input for the
     optional ADDRESS. A word after --ray is its address only if it looks like one."""
@@ -130,10 +134,16 @@ class Restorer:
 def run(todo, opts: jobs.Options, report, address: str, jobs_wanted: Optional[int],
         overwrite: bool) -> None:
     """Every target on the cluster at `address` ('' = RAY_ADDRESS, this machine's
-    cluster, or a new local one). KeyboardInterrupt and jobs.ModelFailed propagate once
-    the targets not done are reported."""
+    cluster, or a new local one). KeyboardInterrupt, jobs.ModelFailed and ClusterFailed
+    propagate once the targets not done are reported."""
     ray = require_ray()
-    ray.init(address=address or None, logging_level=logging.ERROR, log_to_driver=False)
+    try:
+        _listening(address)
+        ray.init(address=address or None, logging_level=logging.ERROR, log_to_driver=False)
+    except Exception as err:  # noqa: BLE001 - ConnectionError, RuntimeError, ValueError...
+        jobs.not_done(todo, report, "the Ray cluster could not be reached")
+        raise ClusterFailed(f"cannot reach the Ray cluster at {address or 'auto'}: "
+                            f"{jobs.one_line(err)}") from None
     try:
         alive = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
         actors, resources, threads = pool_shape(alive, jobs_wanted)
@@ -145,6 +155,20 @@ def run(todo, opts: jobs.Options, report, address: str, jobs_wanted: Optional[in
         for folder in {t.dst.parent for t in todo}:
             # Temporary files of workers killed on this host (their node died).
             outputs.remove_stale_temporaries(folder)
+
+
+def _listening(address: str, seconds: float = 10) -> None:
+    """ConnectionError now when nothing listens at HOST:PORT: ray.init would retry for
+    minutes (Ray 2.60 was still trying after 5)."""
+    import socket
+    if address.count(":") != 1 or address.startswith("ray://"):
+        return   # '', auto, local, ray://...: Ray finds (or starts) the cluster itself
+    host, port = address.rsplit(":", 1)
+    try:
+        socket.create_connection((host, int(port)), timeout=seconds).close()
+    except OSError as err:
+        raise ConnectionError(f"nothing answers at {address} ({err.strerror or err}); is "
+                              f"`ray start --head` running there?") from None
 
 
 def _tries(ray):
@@ -198,7 +222,7 @@ def _collect(rows, todo, report) -> None:
         raise
     except Exception as err:  # noqa: BLE001 - the cluster failed: say what was not done
         _left(todo, seen, report, jobs.one_line(err))
-        raise jobs.ModelFailed(f"the Ray job failed: {jobs.one_line(err)}") from None
+        raise ClusterFailed(f"the Ray job failed: {jobs.one_line(err)}") from None
     finally:
         shown.close()
 

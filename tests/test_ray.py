@@ -18,6 +18,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -70,6 +71,21 @@ def test_the_actor_pool_one_per_gpu_else_one_per_node_with_the_smallest_nodes_co
     assert ray_job.pool_shape([{"CPU": 16}, {"CPU": 4}], None) == (2, {"num_cpus": 4}, 4)
     assert ray_job.pool_shape([{"CPU": 16}, {"CPU": 4}], 10) == (10, {"num_cpus": 2}, 2)
     assert ray_job.pool_shape([{"CPU": 1}, {"CPU": 1}], None) == (2, {"num_cpus": 1}, 1)
+
+
+@needs_ray
+def test_ray_at_an_address_where_nothing_listens_stops_at_once_and_says_so(tmp_path):
+    src = pictures(tmp_path / "in", count=2, size=64)
+    with socket.socket() as s:   # a port of this machine that nothing listens on
+        s.bind(("127.0.0.1", 0))
+        address = f"127.0.0.1:{s.getsockname()[1]}"
+    report = tmp_path / "r.jsonl"
+    r = run(["restore", "--ray", address, src, "-r", "--out-dir", tmp_path / "out",
+             "--report", report, *MODEL], tmp_path)
+    assert r.returncode == 2, r.stderr
+    assert f"fbcnn: error: cannot reach the Ray cluster at {address}: nothing answers" in r.stderr
+    assert "Traceback" not in r.stderr
+    assert {json.loads(ln)["status"] for ln in report.read_text().splitlines()} == {"not-done"}
 
 
 # ---------------------------------------------------------------- the cluster

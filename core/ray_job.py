@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 from dataclasses import replace
 from typing import Optional
@@ -51,7 +52,6 @@ class ClusterFailed(Exception):
 def split_address(argv: list) -> list:
     """`--ray IN...` as `--ray= IN...`: argparse would take the first input for the
     optional ADDRESS. A word after --ray is its address only if it looks like one."""
-    import os
     out = list(argv)
     for i, word in enumerate(out):
         if word == "--":

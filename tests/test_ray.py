@@ -194,9 +194,7 @@ def test_an_input_whose_worker_dies_three_times_is_reported_failed_and_the_job_f
     out, report = tmp_path / "out", tmp_path / "r.jsonl"
     cmd = [sys.executable, "-m", "core", "restore", "--ray", cluster.address, str(src), "-r",
            "--out-dir", str(out), "--report", str(report), "--jobs", "1", *MODEL]
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
+    proc, log = start_driver(cmd, tmp_path)
     try:
         deadline = time.monotonic() + HANG
         for _ in range(ray_job.TRIES):
@@ -211,7 +209,8 @@ def test_an_input_whose_worker_dies_three_times_is_reported_failed_and_the_job_f
                 assert time.monotonic() < deadline, "the killed actor lives on"
                 time.sleep(0.02)
             os.close(writer)
-        stderr = proc.communicate(timeout=HANG)[1]
+        proc.wait(timeout=HANG)
+        stderr = log.read_text()
     finally:
         proc.kill()
     assert proc.returncode == 1, stderr
@@ -219,6 +218,25 @@ def test_an_input_whose_worker_dies_three_times_is_reported_failed_and_the_job_f
     recs = report_of(report)
     assert recs.pop(str(fifo))["error"] == ray_job.DIED
     assert len(recs) == 4 and {rec["status"] for rec in recs.values()} == {"done"}
+
+
+def start_driver(cmd, tmp_path):
+    """The command in the background, its stderr to a file (a pipe nobody reads while
+    the test watches could fill and stop it)."""
+    log = tmp_path / "stderr.txt"
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    with open(log, "w") as err:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=err)
+    return proc, log
+
+
+def first_inodes(out, inodes: dict) -> None:
+    for rel in files_under(out) if out.exists() else []:
+        if not os.path.basename(rel).startswith("."):
+            try:
+                inodes.setdefault(rel, os.stat(out / rel).st_ino)
+            except FileNotFoundError:
+                pass
 
 
 def worker_node_is_restoring(cluster) -> bool:
@@ -233,20 +251,23 @@ def test_a_ray_job_survives_the_loss_of_a_node_midway(cluster, reference, tmp_pa
     out, report = tmp_path / "out", tmp_path / "r.jsonl"
     cmd = [sys.executable, "-m", "core", "restore", "--ray", cluster.address, str(src), "-r",
            "--out-dir", str(out), "--report", str(report), *MODEL]
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
+    proc, log = start_driver(cmd, tmp_path)
+    inodes = {}   # each output's inode when first seen: a second write would replace it
     try:
         deadline = time.monotonic() + HANG
         # Midway by progress: some inputs reported, and the second node at work.
         while not (report.exists() and len(report.read_text().splitlines()) >= 3
                    and worker_node_is_restoring(cluster)):
-            assert proc.poll() is None, proc.stderr.read()
+            assert proc.poll() is None, log.read_text()
             assert time.monotonic() < deadline, "no progress on both nodes in 5 minutes"
             time.sleep(0.02)
         assert kill_node(cluster.worker) >= 2
         at_kill = len(report.read_text().splitlines())
-        stderr = proc.communicate(timeout=HANG)[1]
+        while proc.poll() is None:
+            first_inodes(out, inodes)
+            assert time.monotonic() < deadline, "the job did not finish in 5 minutes"
+            time.sleep(0.05)
+        stderr = log.read_text()
     finally:
         proc.kill()
     assert at_kill < COUNT, "the job had finished before the node was killed"
@@ -255,3 +276,5 @@ def test_a_ray_job_survives_the_loss_of_a_node_midway(cluster, reference, tmp_pa
     recs = report_of(report)                                 # each input once: never twice
     assert len(recs) == COUNT and {rec["status"] for rec in recs.values()} == {"done"}
     assert_same_as_one_process(out, one)
+    assert inodes and all(os.stat(out / rel).st_ino == ino for rel, ino in inodes.items()), \
+        "an output was written again after it was first seen"

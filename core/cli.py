@@ -203,6 +203,10 @@ def plan_restore(args):
     if args.output is not None and args.output.suffix.lower() not in images.WRITABLE:
         raise Fatal(f"cannot write {args.output}: use a .png name (writing JPEG again would bring "
                     f"the artifacts back)")
+    try:
+        storage.check_available([*args.inputs, args.out_dir])
+    except OSError as err:
+        raise Fatal(str(err)) from None
     found = archive.walk(args.inputs, args.recursive, exclude=args.out_dir)
     if found.folders and args.out_dir is None:
         raise Fatal("a folder as input needs --out-dir OUT (its tree is mirrored there)")

@@ -38,6 +38,15 @@ def as_path(text):
         else pathlib.Path(text)
 
 
+def check_available(paths) -> None:
+    """OSError, saying how to install it, when a URI is given and pyarrow is missing."""
+    import importlib.util
+    uris = [str(p) for p in paths if isinstance(p, Uri)]
+    if uris and importlib.util.find_spec("pyarrow") is None:
+        raise OSError(f"{uris[0]}: URIs are read and written with pyarrow, which is not "
+                      f'installed: pip install ".[cluster]" (or pip install pyarrow)')
+
+
 class Uri:
     """A file or folder on a pyarrow filesystem. Never an os.PathLike: handing one to
     open() by mistake fails instead of writing a local file named `s3:/...`."""
@@ -166,7 +175,7 @@ def store(dst: Uri, write: Callable[[pathlib.Path], None], temp_name: Callable[[
         if dst.is_object_store():
             _upload(fs, local, path)
             return
-        tmp_fs, tmp = (dst.parent / temp_name()).fs()
+        tmp = (dst.parent / temp_name()).fs()[1]
         try:
             _upload(fs, local, tmp)
             fs.move(tmp, path)

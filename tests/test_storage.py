@@ -15,7 +15,7 @@ from tests.test_archive import files_under
 from tests.test_cli import run
 from tests.test_jobs import pictures, pixels
 
-pytestmark = pytest.mark.skipif(
+needs_pyarrow = pytest.mark.skipif(
     importlib.util.find_spec("pyarrow") is None,
     reason='PYARROW IS NOT INSTALLED: the URI tests did NOT run (pip install ".[cluster]")')
 MODEL = ["--model", "compact", "--device", "cpu", "--qf", "30"]
@@ -37,6 +37,7 @@ def test_a_uri_behaves_like_a_path_where_the_archive_code_uses_one():
         open(u)   # never taken for a local file
 
 
+@needs_pyarrow
 def test_restore_reads_and_writes_file_uris_as_it_does_folders(tmp_path):
     src = pictures(tmp_path / "in", count=6, size=64)
     (src / "notes.txt").write_text("not a picture")
@@ -59,6 +60,7 @@ def test_restore_reads_and_writes_file_uris_as_it_does_folders(tmp_path):
     assert r.returncode == 0 and "0 written, 6 skipped, 0 failed" in r.stderr, r.stderr
 
 
+@needs_pyarrow
 def test_a_stored_result_is_whole_or_absent_and_leaves_no_temporary(tmp_path):
     dst = storage.Uri(uri(tmp_path / "x.png"))
 
@@ -73,9 +75,22 @@ def test_a_stored_result_is_whole_or_absent_and_leaves_no_temporary(tmp_path):
     assert os.listdir(tmp_path) == ["x.png"] and (tmp_path / "x.png").read_bytes() == b"a whole picture"
 
 
+@needs_pyarrow
 def test_a_uri_output_folder_that_cannot_be_written_stops_before_any_compute(tmp_path):
     src = pictures(tmp_path / "in", count=1, size=64)
     (tmp_path / "file").write_text("a file where a folder should be")
     r = run(["restore", src, "-r", "--out-dir", uri(tmp_path / "file" / "out"), *MODEL], tmp_path)
     assert r.returncode == 2, r.stderr
     assert "cannot write into the output folder file://" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_a_uri_without_pyarrow_is_a_clear_error_before_anything(tmp_path):
+    src = pictures(tmp_path / "in", count=1, size=64)
+    out = tmp_path / "out"
+    r = run(["restore", src, "-r", "--out-dir", uri(out), *MODEL], tmp_path,
+            prelude="import sys\nsys.modules['pyarrow'] = None   # as if not installed")
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.strip().splitlines() == [
+        f"fbcnn: error: {uri(out)}: URIs are read and written with pyarrow, which is not "
+        f'installed: pip install ".[cluster]" (or pip install pyarrow)']
+    assert not out.exists()

@@ -1,11 +1,12 @@
 """Images per second of `fbcnn restore` over one set of pictures (issue #20's bench):
-one process (`--jobs 1`, the engine in the command's own process) and `--jobs 2..N`
-worker processes, each a whole command in a fresh process (start-up, model load,
-reading, restoring, writing: what a user waits for), best of --repeat runs.
+one process (`--jobs 1`, the engine in the command's own process), `--jobs 2..N`
+worker processes, and `--ray` on a local two-node cluster (tests/ray_cluster.py: one
+CPU a node, so one actor a node with one thread), each a whole command in a fresh
+process (start-up, model load, reading, restoring, writing: what a user waits for;
+for Ray also connecting and starting the actors, not starting the cluster, which
+outlives a job), best of --repeat runs.
 
-    python -m bench.batch [--images 24] [--size 512] [--max-jobs N] [--repeat 2]
-
-Ray (`--ray`, issue #20 item 4) is not implemented yet: no figure for it.
+    python -m bench.batch [--images 24] [--size 512] [--max-jobs N] [--repeat 2] [--no-ray]
 """
 from __future__ import annotations
 
@@ -33,10 +34,10 @@ def make_set(folder: pathlib.Path, count: int, size: int) -> None:
         Image.fromarray(img).save(folder / f"p{i:03d}.jpg", quality=20 + i % 30)
 
 
-def timed_run(src: pathlib.Path, out: pathlib.Path, jobs: int, model: str) -> float:
+def timed_run(src: pathlib.Path, out: pathlib.Path, how: list, model: str) -> float:
     shutil.rmtree(out, ignore_errors=True)
     cmd = [sys.executable, "-m", "core", "restore", str(src), "--out-dir", str(out),
-           "--jobs", str(jobs), "--model", model, "--device", "cpu"]
+           *how, "--model", model, "--device", "cpu"]
     start = time.perf_counter()
     r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     seconds = time.perf_counter() - start
@@ -52,19 +53,33 @@ def main(argv=None) -> None:
     p.add_argument("--max-jobs", type=int, default=os.cpu_count() or 1)
     p.add_argument("--repeat", type=int, default=2)
     p.add_argument("--model", default="compact")
+    p.add_argument("--no-ray", action="store_true", help="leave out the Ray row")
     a = p.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         src, out = pathlib.Path(tmp, "in"), pathlib.Path(tmp, "out")
         src.mkdir()
         make_set(src, a.images, a.size)
-        timed_run(src, out, 1, a.model)   # warm-up: the OpenVINO conversion is cached once
+        timed_run(src, out, ["--jobs", "1"], a.model)   # warm-up: the OpenVINO conversion is cached once
         print(f"{a.images} JPEGs of {a.size}x{a.size}, model {a.model}, CPU, "
               f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f} at the start")
         for jobs in range(1, a.max_jobs + 1):
-            best = min(timed_run(src, out, jobs, a.model) for _ in range(a.repeat))
+            best = min(timed_run(src, out, ["--jobs", str(jobs)], a.model) for _ in range(a.repeat))
             label = "one process (--jobs 1)" if jobs == 1 else f"--jobs {jobs}"
-            print(f"{label:<24} {a.images / best:6.2f} images/s  ({best:.1f} s)", flush=True)
-        print("ray (local two-node cluster): not implemented yet (issue #20 item 4)")
+            show(label, a.images, best)
+        if not a.no_ray:
+            show("--ray (2 nodes x 1 CPU)", a.images, ray_best(src, out, a))
+
+
+def show(label: str, images: int, seconds: float) -> None:
+    print(f"{label:<24} {images / seconds:6.2f} images/s  ({seconds:.1f} s)", flush=True)
+
+
+def ray_best(src: pathlib.Path, out: pathlib.Path, a) -> float:
+    from tests.ray_cluster import Cluster   # needs Ray: `pip install ".[cluster]"`
+    with Cluster() as cluster:
+        how = ["--ray", cluster.address]
+        timed_run(src, out, how, a.model)   # warm-up: the nodes' first worker processes
+        return min(timed_run(src, out, how, a.model) for _ in range(a.repeat))
 
 
 if __name__ == "__main__":

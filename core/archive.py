@@ -17,6 +17,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Optional
 
+from core import storage
+
 # What Pillow (and the 16-bit readers of core.images) open; other files in a folder
 # are counted as "not images", never tried: an archive holds .txt, .xml, thumbs.db...
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".tif", ".tiff",
@@ -48,8 +50,11 @@ def walk(inputs, recursive: bool, exclude: Optional[pathlib.Path] = None) -> Wal
     found = Walk()
     skip = exclude.resolve() if exclude is not None and exclude.exists() else None
     for path in inputs:
-        path = pathlib.Path(path)
-        if path.is_dir():
+        path = storage.as_path(path)
+        if isinstance(path, storage.Uri) and path.is_dir():
+            found.folders += 1
+            _walk_uri(path, recursive, skip, found)
+        elif path.is_dir():
             found.folders += 1
             _walk_folder(path, recursive, skip, found)
         else:
@@ -89,6 +94,26 @@ def _walk_folder(top: pathlib.Path, recursive: bool, skip, found: Walk) -> None:
             subfolders[:] = []
     if not_entered:
         found.problems.append(f"{top}: {not_entered} subfolder(s) not entered; "
+                              f"use -r to restore the whole tree")
+
+
+def _walk_uri(top: storage.Uri, recursive: bool, skip, found: Walk) -> None:
+    """A folder behind a URI: no links, so no loops (an object store has only keys)."""
+    try:
+        files, folders = storage.listing(top, recursive)
+    except OSError as err:
+        found.problems.append(f"{top}: cannot read the folder: {err}")
+        return
+    if skip is not None:
+        inside = str(skip).rstrip("/") + "/"
+        files = [f for f in files if not str(f).startswith(inside)]
+    for src in files:
+        if is_image(src.name):
+            found.items.append(Item(src, src.path.relative_to(top.path)))
+        else:
+            found.not_images += 1
+    if folders and not recursive:
+        found.problems.append(f"{top}: {len(folders)} subfolder(s) not entered; "
                               f"use -r to restore the whole tree")
 
 

@@ -16,7 +16,7 @@ import sys
 
 from tqdm import tqdm
 
-from core import archive, images, jobs, outputs, weights
+from core import archive, images, jobs, outputs, ray_job, storage, weights
 from core.frontend.protocol import plain
 
 OK, SOME_FAILED, FATAL = 0, 1, 2
@@ -58,11 +58,12 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     r = sub.add_parser("restore", help="restore images (writes lossless PNG by default)")
-    r.add_argument("inputs", nargs="+", metavar="IN", type=pathlib.Path)
+    r.add_argument("inputs", nargs="+", metavar="IN", type=storage.as_path,
+                   help="files or folders, or URIs that pyarrow reads (s3://bucket/folder)")
     out = r.add_mutually_exclusive_group()
     out.add_argument("-o", "--output", type=pathlib.Path, metavar="OUT",
                      help="output file (one input only; .png, or .tif/.tiff)")
-    out.add_argument("--out-dir", type=pathlib.Path, metavar="DIR",
+    out.add_argument("--out-dir", type=storage.as_path, metavar="DIR",
                      help="write DIR/<input stem>.png; a folder's files go to DIR/<their path "
                           "under it>.png")
     r.add_argument("-r", "--recursive", action="store_true",
@@ -70,6 +71,10 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("-j", "--jobs", type=_jobs_arg, default=None, metavar="N|auto",
                    help="restore in N worker processes, each with its share of the CPU threads "
                         "(default auto: one per GPU; on the CPU 1 up to 4 cores, else one per 4)")
+    r.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
+                   help="run on a Ray cluster (HOST:PORT; default: RAY_ADDRESS, the cluster "
+                        "started on this machine, or a new local one); --jobs is then the "
+                        "number of actors (default: one per GPU, else one per node)")
     r.add_argument("--report", type=pathlib.Path, metavar="FILE.jsonl",
                    help="write one JSON line per input: path, output, status (done, skipped, "
                         "failed, not-done), qf, qf_source, model, device, runtime, seconds, error")
@@ -113,7 +118,7 @@ def _model_device(p):
 
 
 def main(argv=None) -> int:
-    args = parser().parse_args(argv)
+    args = parser().parse_args(ray_job.split_address(sys.argv[1:] if argv is None else argv))
     try:
         return COMMANDS[args.command](args)
     except Fatal as err:
@@ -198,6 +203,10 @@ def plan_restore(args):
     if args.output is not None and args.output.suffix.lower() not in images.WRITABLE:
         raise Fatal(f"cannot write {args.output}: use a .png name (writing JPEG again would bring "
                     f"the artifacts back)")
+    try:
+        storage.check_available([*args.inputs, args.out_dir])
+    except OSError as err:
+        raise Fatal(str(err)) from None
     found = archive.walk(args.inputs, args.recursive, exclude=args.out_dir)
     if found.folders and args.out_dir is None:
         raise Fatal("a folder as input needs --out-dir OUT (its tree is mirrored there)")
@@ -221,21 +230,36 @@ def plan_restore(args):
     return [t for t in targets if not t.skip], found, report
 
 
+def run_all(todo, opts, report, args) -> None:
+    """On the Ray cluster, in worker processes, or here."""
+    if not todo:
+        return
+    if args.ray is not None:
+        ray_job.run(todo, opts, report, args.ray, args.jobs, args.overwrite)
+        return
+    workers = _workers(args, len(todo))
+    if workers > 1:
+        jobs.run_pool(todo, opts, report, workers, gpus=workers if _device(args) == "cuda" else 0)
+    else:
+        jobs.run_here(todo, opts, report, _engine(args.device, args.runtime))
+
+
 def cmd_restore(args) -> int:
     # Every output is checked before the model loads: a folder that can't take the
     # results fails now, not after an hour of compute.
+    if args.ray is not None:
+        try:
+            ray_job.require_ray()   # before the outputs are planned (folders made)
+        except ray_job.RayMissing as err:
+            raise Fatal(str(err)) from None
     todo, found, report = plan_restore(args)
     opts = jobs.Options(model=args.model, qf=args.qf, tile=args.tile,
                         max_megapixels=args.max_megapixels, device=args.device,
                         runtime=args.runtime)
     try:
         check_model(args.model)
-        workers = _workers(args, len(todo))
-        if workers > 1:
-            jobs.run_pool(todo, opts, report, workers, gpus=workers if _device(args) == "cuda" else 0)
-        elif todo:
-            jobs.run_here(todo, opts, report, _engine(args.device, args.runtime))
-    except jobs.ModelFailed as err:
+        run_all(todo, opts, report, args)
+    except (jobs.ModelFailed, ray_job.ClusterFailed) as err:
         raise Fatal(str(err)) from None
     except KeyboardInterrupt:
         archive.say(report.summary(found.not_images))

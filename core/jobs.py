@@ -22,7 +22,7 @@ from typing import Optional
 
 from tqdm import tqdm
 
-from core import archive, images, outputs, weights
+from core import archive, images, outputs, storage, weights
 
 MODEL_ERRORS = (weights.ModelMissing, weights.VerificationError, weights.InvalidModel)
 
@@ -70,12 +70,14 @@ def default_jobs(device: str) -> int:
 
 
 def restore_file(engine, src, dst, opts: Options, progress=None):
-    """Read, restore and write one picture; the engine's Result."""
-    pic = images.read(src, opts.max_megapixels)
-    icc, exif, pixels = pic.icc, pic.exif, pic.pixels
-    del pic
-    result = engine.restore(pixels, model=opts.model, qf=opts.qf, tile=opts.tile,
-                            source_path=str(src), progress=progress)
+    """Read, restore and write one picture; the engine's Result. src and dst may be
+    URIs (core.storage): the input is read from a local copy."""
+    with storage.local_copy(src) as local:
+        pic = images.read(local, opts.max_megapixels)
+        icc, exif, pixels = pic.icc, pic.exif, pic.pixels
+        del pic
+        result = engine.restore(pixels, model=opts.model, qf=opts.qf, tile=opts.tile,
+                                source_path=str(local), progress=progress)
     # The input goes before the output is encoded: Pillow copies an RGB picture into
     # 4 bytes a pixel to save it, and with the input still held a 400 MP TIFF peaked
     # within 1% of the memory bound.

@@ -14,10 +14,13 @@ from __future__ import annotations
 import os
 import pathlib
 import re
+import secrets
 import socket
 import tempfile
 from dataclasses import dataclass
 from typing import Callable, Iterable, Optional
+
+from core import storage
 
 
 class OutputError(Exception):
@@ -33,6 +36,8 @@ class Target:
 
 def ensure_writable_folder(folder: pathlib.Path) -> None:
     """Create the folder (with its parents) if needed and prove it takes a new file."""
+    if isinstance(folder, storage.Uri):
+        return _ensure_writable_uri(folder)
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as err:
@@ -45,6 +50,17 @@ def ensure_writable_folder(folder: pathlib.Path) -> None:
                           f"{err.strerror or err}") from None
     os.close(fd)
     os.unlink(probe)
+    remove_stale_temporaries(folder)
+
+
+def _ensure_writable_uri(folder) -> None:
+    probe = folder / (temp_prefix("probe") + "tmp.png")
+    try:
+        storage.make_folder(folder)
+        storage.put_bytes(probe, b"")
+        storage.remove(probe)
+    except OSError as err:
+        raise OutputError(f"cannot write into the output folder {folder}: {err}") from None
     remove_stale_temporaries(folder)
 
 
@@ -112,14 +128,17 @@ def remove_stale_temporaries(folder: pathlib.Path) -> list:
     removed = []
     host = _host()
     try:
-        names = os.listdir(folder)
+        names = storage.names_in(folder) if isinstance(folder, storage.Uri) else os.listdir(folder)
     except OSError:
         return removed
     for name in names:
         m = TEMP_NAME.match(name)
         if m and m["host"] == host and not _alive(int(m["pid"])):
             try:
-                os.unlink(folder / name)
+                if isinstance(folder, storage.Uri):
+                    storage.remove(folder / name)
+                else:
+                    os.unlink(folder / name)
                 removed.append(folder / name)
             except OSError:
                 pass
@@ -128,7 +147,10 @@ def remove_stale_temporaries(folder: pathlib.Path) -> list:
 
 def write_atomically(dst: pathlib.Path, write: Callable[[pathlib.Path], None]) -> None:
     """write(tmp) to a unique name beside dst (same suffix, so the writer picks the
-    format), then rename it over dst; nothing of it remains if anything fails."""
+    format), then rename it over dst; nothing of it remains if anything fails. A URI
+    goes through storage.store: the same promise, kept by its filesystem's means."""
+    if isinstance(dst, storage.Uri):
+        return storage.store(dst, write, lambda: _temp_name(dst))
     fd, name = tempfile.mkstemp(prefix=temp_prefix(dst.stem), suffix=".tmp" + dst.suffix,
                                 dir=dst.parent)
     os.close(fd)
@@ -141,6 +163,11 @@ def write_atomically(dst: pathlib.Path, write: Callable[[pathlib.Path], None]) -
         os.replace(tmp, dst)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _temp_name(dst) -> str:
+    """A unique temporary name for dst's folder, of the form stale-temporary cleanup knows."""
+    return temp_prefix(dst.stem) + secrets.token_hex(4) + ".tmp" + dst.suffix
 
 
 def _umask() -> int:

@@ -15,11 +15,12 @@ fi
 VPY="$VENV/bin/python"
 
 # torch==2.13.0 is pinned so pip takes the local CPU wheel instead of a multi-GB CUDA build.
+# The cluster extra (Ray) too: tests/test_ray.py runs a real two-node Ray cluster.
 # Reinstall when the importable `core` (seen from outside the repo) is not this checkout's.
 here=$(pwd -P)
-installed=$(cd / && "$VPY" -c "import torch, numpy, PIL, tqdm, pytest, png, tifffile, openvino, core, os; print(os.path.dirname(os.path.dirname(os.path.realpath(core.__file__))))" 2>/dev/null || true)
+installed=$(cd / && "$VPY" -c "import torch, numpy, PIL, tqdm, pytest, png, tifffile, openvino, ray.data, core, os; print(os.path.dirname(os.path.dirname(os.path.realpath(core.__file__))))" 2>/dev/null || true)
 if [ "$installed" != "$here" ] || [ ! -x "$VENV/bin/fbcnn" ]; then
-    "$VPY" -m pip install -q torch==2.13.0 -e ".[test]"
+    "$VPY" -m pip install -q torch==2.13.0 -e ".[test,cluster]"
 fi
 export PATH="$VENV/bin:$PATH" VIRTUAL_ENV="$VENV"
 

@@ -1,6 +1,6 @@
 """Images per second of `fbcnn restore` over one set of pictures (issue #20's bench):
 one process (`--jobs 1`, the engine in the command's own process), `--jobs 2..N`
-worker processes, and `--ray` on a local two-node cluster (tests/ray_cluster.py: one
+worker processes, and `--ray` on a local two-node cluster (bench/ray_cluster.py: one
 CPU a node, so one actor a node with one thread), each a whole command in a fresh
 process (start-up, model load, reading, restoring, writing: what a user waits for;
 for Ray also connecting and starting the actors, not starting the cluster, which
@@ -75,7 +75,7 @@ def show(label: str, images: int, seconds: float) -> None:
 
 
 def ray_best(src: pathlib.Path, out: pathlib.Path, a) -> float:
-    from tests.ray_cluster import Cluster   # needs Ray: `pip install ".[cluster]"`
+    from bench.ray_cluster import Cluster   # needs Ray: `pip install ".[cluster]"`
     with Cluster() as cluster:
         how = ["--ray", cluster.address]
         timed_run(src, out, how, a.model)   # warm-up: the nodes' first worker processes

@@ -92,8 +92,12 @@ def start_and_stop_midway(tmp_path, src, out, report, sig):
     cmd = [sys.executable, "-m", "core", "restore", str(src), "-r", "--out-dir", str(out),
            "--jobs", "2", "--report", str(report), *MODEL]
     env = {**os.environ, "FBCNN_MODEL_DIR": str(tmp_path / "cache")}
+    # As from a terminal: SIGINT at its default, so that Python turns it into
+    # KeyboardInterrupt. A test run started in the background of a script (`cmd &`)
+    # inherits SIGINT ignored, and then the command rightly ignores Ctrl-C.
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.monotonic() + 300
         while not (report.exists() and len(report.read_text().splitlines()) >= 2):

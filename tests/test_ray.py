@@ -27,7 +27,7 @@ import numpy as np
 import pytest
 
 from core import ray_job
-from tests.ray_cluster import Cluster, kill_node, node_processes
+from bench.ray_cluster import Cluster, kill_node, node_processes
 from tests.test_archive import files_under
 from tests.test_cli import ROOT, run
 from tests.test_jobs import pictures, pixels

@@ -1,5 +1,5 @@
-"""A Ray cluster of two nodes on this machine, loopback only, for tests/test_ray.py and
-bench/batch.py: a head (`ray start --head`, 127.0.0.1) and a second node (`ray start
+"""A Ray cluster of two nodes on this machine, loopback only, for bench/batch.py and
+tests/test_ray.py: a head (`ray start --head`, 127.0.0.1) and a second node (`ray start
 --address`, 127.0.0.2: the driver, which looks for a node of its own address, attaches
 to the head alone), each with its own temp dir, so that each node's processes can be
 found and one node killed alone. Stopped by killing exactly its processes, never by

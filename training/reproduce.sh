@@ -96,3 +96,7 @@ PY=${PYTHON:-python3}
     --patch 128 --batch 16 --threads 1 --val-every 500 --seed 4 --out training/run12
 "$PY" -m training.train --init training/run12/compact_latest.pth --loss-power 1.0 --iters 4000 --lr 1.5e-4 \
     --patch 128 --batch 16 --threads 1 --val-every 500 --seed 5 --out training/run13
+# (stopped after its step-500 checkpoint and resumed as a shorter cosine, to fit the session)
+"$PY" -m training.train --init training/run12/compact_latest.pth --loss-power 1.0 --iters 2500 --lr 1.5e-4 \
+    --patch 128 --batch 16 --threads 1 --val-every 500 --seed 5 --out training/run13
+"$PY" -m training.ship training/run13/compact_latest.pth training/logs/v9-latest.pth

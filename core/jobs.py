@@ -58,7 +58,8 @@ def default_jobs(device: str) -> int:
     run on one core while the network has all of them, so a second process fills those
     gaps; but each process holds a model and a whole picture (about 1 GB at 24 MP), and
     OpenVINO's latency mode on one picture still scales well at 4 threads. On 2 cores
-    bench/batch.py measured no gain from a second process (see README), hence 1 there.
+    bench/batch.py measured +3-13% from a second process on a quiet machine and a loss
+    beside another job (see README): not worth a second model in memory, hence 1 there.
     """
     if device == "cuda":
         import torch

@@ -18,7 +18,7 @@ import torch
 
 from core import weights
 from core.frontend.protocol import read_frame, write_frame
-from core.worker import apply_mask, blend, from_canonical, to_canonical
+from core.payload import apply_mask, blend, from_canonical, to_canonical
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 

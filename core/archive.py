@@ -93,8 +93,7 @@ def _walk_folder(top: pathlib.Path, recursive: bool, skip, found: Walk) -> None:
             not_entered += len(subfolders)
             subfolders[:] = []
     if not_entered:
-        found.problems.append(f"{top}: {not_entered} subfolder(s) not entered; "
-                              f"use -r to restore the whole tree")
+        found.problems.append(_not_entered(top, not_entered))
 
 
 def _walk_uri(top: storage.Uri, recursive: bool, skip, found: Walk) -> None:
@@ -113,8 +112,11 @@ def _walk_uri(top: storage.Uri, recursive: bool, skip, found: Walk) -> None:
         else:
             found.not_images += 1
     if folders and not recursive:
-        found.problems.append(f"{top}: {len(folders)} subfolder(s) not entered; "
-                              f"use -r to restore the whole tree")
+        found.problems.append(_not_entered(top, len(folders)))
+
+
+def _not_entered(top, count: int) -> str:
+    return f"{top}: {count} subfolder(s) not entered; use -r to restore the whole tree"
 
 
 def mirrored(out_dir: pathlib.Path, item: Item) -> pathlib.Path:

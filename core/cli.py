@@ -29,8 +29,6 @@ class Fatal(Exception):
     """Stops the whole command: every input would fail the same way."""
 
 
-_one_line = jobs.one_line
-
 def _qf_arg(value: str):
     if value.lower() == "auto":
         return None
@@ -140,10 +138,7 @@ def check_model(model: str) -> None:
         # load (which reads its shapes) refuses anything that is not FBCNN.
         weights.resolve(model)
     except (weights.ModelMissing, weights.VerificationError, ValueError) as err:
-        raise Fatal(_one_line(err)) from None
-
-
-MODEL_ERRORS = jobs.MODEL_ERRORS
+        raise Fatal(jobs.one_line(err)) from None
 
 
 def _engine(device: str, runtime: str = "auto"):
@@ -151,7 +146,7 @@ def _engine(device: str, runtime: str = "auto"):
     try:
         return Engine(device=device, runtime=runtime)
     except ValueError as err:
-        raise Fatal(_one_line(err)) from None
+        raise Fatal(jobs.one_line(err)) from None
 
 
 # ---------------------------------------------------------------- restore
@@ -174,13 +169,13 @@ def _device(args) -> str:
     try:
         return pick_device(args.device)[0]
     except ValueError as err:
-        raise Fatal(_one_line(err)) from None
+        raise Fatal(jobs.one_line(err)) from None
 
 
-def _workers(args, todo: int) -> int:
+def _workers(args, device: str, todo: int) -> int:
     """Processes to start: --jobs, or the machine's default (core/jobs.default_jobs);
     never more than there are inputs."""
-    wanted = args.jobs or jobs.default_jobs(_device(args))
+    wanted = args.jobs or jobs.default_jobs(device)
     return max(1, min(wanted, todo))
 
 
@@ -237,9 +232,10 @@ def run_all(todo, opts, report, args) -> None:
     if args.ray is not None:
         ray_job.run(todo, opts, report, args.ray, args.jobs, args.overwrite)
         return
-    workers = _workers(args, len(todo))
+    device = _device(args)
+    workers = _workers(args, device, len(todo))
     if workers > 1:
-        jobs.run_pool(todo, opts, report, workers, gpus=workers if _device(args) == "cuda" else 0)
+        jobs.run_pool(todo, opts, report, workers, gpus=workers if device == "cuda" else 0)
     else:
         jobs.run_here(todo, opts, report, _engine(args.device, args.runtime))
 
@@ -282,11 +278,11 @@ def cmd_estimate(args) -> int:
         try:
             pic = images.read(src)
             est = engine.estimate(pic.pixels, model=args.model, source_path=str(src))
-        except MODEL_ERRORS as err:
-            raise Fatal(_one_line(err)) from None
+        except jobs.MODEL_ERRORS as err:
+            raise Fatal(jobs.one_line(err)) from None
         except Exception as err:  # noqa: BLE001 - report and go on with the next file
             failed += 1
-            print(f"fbcnn: {src}: {_one_line(err)}", file=sys.stderr)
+            print(f"fbcnn: {src}: {jobs.one_line(err)}", file=sys.stderr)
             continue
         if args.json:
             print(json.dumps({"path": str(src), "qf": int(est.qf), "source": est.source,
@@ -377,7 +373,7 @@ def cmd_download(args) -> int:
             path = weights.download(args.name, progress=progress, url=url)
         except (weights.ModelMissing, weights.VerificationError) as err:
             bar.close()
-            print(f"fbcnn: error: {_one_line(err)}", file=sys.stderr)
+            print(f"fbcnn: error: {jobs.one_line(err)}", file=sys.stderr)
             return FATAL
     print(f"{args.name}: downloaded and verified: {path}")
     return OK

@@ -1,5 +1,6 @@
 """The training scripts: degradations, a resumable run, batch workers, the QF-head stage."""
 import json
+import math
 import random
 from dataclasses import replace
 
@@ -175,6 +176,22 @@ def test_loss_power_weights_samples_by_their_jpeg_error():
     y2 = torch.stack([torch.full((3, 8, 8), 0.0), torch.full((3, 8, 8), 0.04)])
     # The same total L1 costs more on the lightly compressed sample.
     assert train.image_loss(y2[[1, 0]], gt, lq, 0.5) > train.image_loss(y2, gt, lq, 0.5)
+
+
+def test_psnr_loss_falls_exactly_as_the_mean_psnr_rises():
+    gt = torch.zeros(2, 3, 8, 8)
+
+    def mean_psnr(y):
+        return float((-10 * torch.log10(y.square().mean(dim=(1, 2, 3)))).mean())
+
+    a = torch.stack([torch.full((3, 8, 8), 0.01), torch.full((3, 8, 8), 0.10)])
+    # Halving the error of the already good sample gains as much PSNR as halving the bad one's.
+    b, c = a * torch.tensor([0.5, 1.0])[:, None, None, None], a * torch.tensor([1.0, 0.5])[:, None, None, None]
+    assert mean_psnr(b) == pytest.approx(mean_psnr(c))
+    assert float(train.psnr_loss(b, gt, eps=0)) == pytest.approx(float(train.psnr_loss(c, gt, eps=0)))
+    # And the loss is an affine function of the mean PSNR, falling as it rises.
+    slope = (float(train.psnr_loss(b, gt, eps=0)) - float(train.psnr_loss(a, gt, eps=0))) / (mean_psnr(b) - mean_psnr(a))
+    assert slope == pytest.approx(-0.012 * math.log(10) / 10)
 
 
 def test_experiments_stand_apart_from_the_product_and_the_tests():

@@ -100,6 +100,17 @@ def image_loss(y, gt, lq, power=0.0, floor=0.01):
     return (err * (w / w.mean())).mean()
 
 
+def psnr_loss(y, gt, eps=1e-6):
+    """The mean of the samples' log MSE: minimising it maximises their mean PSNR, the score itself.
+
+    Each sample's gradient is divided by its own MSE, as a PSNR gain weighs errors. The factor
+    brings the gradient to about the size of L1's at this model's errors (RMS ~0.025), so the
+    QF head's share of the loss and the clipping threshold keep their meaning.
+    """
+    mse = (y - gt).square().mean(dim=(1, 2, 3))
+    return 0.012 * torch.log(mse + eps).mean()
+
+
 def lr_at(it, total, base, warm=300):
     if it < warm:
         return base * (it + 1) / warm
@@ -137,6 +148,8 @@ def main(argv=None):
     ap.add_argument("--experts", type=int, default=None,
                     help="QF experts per decoder conv (default: the starting model's, else the shipped model's); "
                          "an --init model without them gets zero deltas")
+    ap.add_argument("--loss", choices=("l1", "psnr"), default="l1",
+                    help="l1 (weighted by --loss-power) or psnr: the samples' mean log MSE")
     ap.add_argument("--loss-power", type=float, default=0.0,
                     help="weight each sample's L1 by (its JPEG's L1 error)^-p, so lightly compressed samples "
                          "are not drowned out by heavy ones (0: plain L1)")
@@ -202,7 +215,8 @@ def main(argv=None):
         lq = lq.contiguous(memory_format=torch.channels_last)
         with torch.autocast(a.device.split(":")[0], dtype=torch.bfloat16, enabled=a.bf16):
             y, q = model(lq)
-        loss = image_loss(y.float(), gt, lq, a.loss_power) + a.qf_weight * F.l1_loss(q.float(), qf)
+        restored = psnr_loss(y.float(), gt) if a.loss == "psnr" else image_loss(y.float(), gt, lq, a.loss_power)
+        loss = restored + a.qf_weight * F.l1_loss(q.float(), qf)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         # bf16 backward at lr 1e-3 once blew up (loss 86 by iteration 1000): clip, and skip

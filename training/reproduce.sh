@@ -99,4 +99,17 @@ PY=${PYTHON:-python3}
 # (stopped after its step-500 checkpoint and resumed as a shorter cosine, to fit the session)
 "$PY" -m training.train --init training/run12/compact_latest.pth --loss-power 1.0 --iters 2500 --lr 1.5e-4 \
     --patch 128 --batch 16 --threads 1 --val-every 500 --seed 5 --out training/run13
-"$PY" -m training.ship training/run13/compact_latest.pth training/logs/v9-latest.pth
+# Then two ablations, two arms side by side at one thread each (this session started from
+# v9-latest.pth, run13's weights in fp16): the loss (weighted L1 against the mean log MSE) ...
+"$PY" -m training.train --init training/run13/compact_latest.pth --loss l1 --loss-power 1.0 --iters 1500 --lr 1e-4 \
+    --patch 128 --batch 16 --threads 1 --val-every 500 --seed 6 --out training/run14a
+"$PY" -m training.train --init training/run13/compact_latest.pth --loss psnr --iters 1500 --lr 1e-4 \
+    --patch 128 --batch 16 --threads 1 --val-every 500 --seed 6 --out training/run14b
+# ... and, from the winner, the patch size at the same pixels a step (a tie; the line kept 128 px).
+"$PY" -m training.train --init training/run14b/compact_latest.pth --loss psnr --iters 1500 --lr 1e-4 \
+    --patch 128 --batch 16 --threads 1 --val-every 500 --seed 7 --out training/run15c
+"$PY" -m training.train --init training/run14b/compact_latest.pth --loss psnr --iters 1500 --lr 1e-4 \
+    --patch 192 --batch 7 --threads 1 --val-every 500 --seed 7 --out training/run15d
+"$PY" -m training.train --init training/run15c/compact_latest.pth --loss psnr --iters 1000 --lr 1e-4 \
+    --patch 128 --batch 16 --threads 1 --val-every 500 --seed 8 --out training/run16
+"$PY" -m training.ship training/run16/compact_latest.pth training/logs/v9-latest.pth

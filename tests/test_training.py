@@ -191,7 +191,13 @@ def test_psnr_loss_falls_exactly_as_the_mean_psnr_rises():
     assert float(train.psnr_loss(b, gt, eps=0)) == pytest.approx(float(train.psnr_loss(c, gt, eps=0)))
     # And the loss is an affine function of the mean PSNR, falling as it rises.
     slope = (float(train.psnr_loss(b, gt, eps=0)) - float(train.psnr_loss(a, gt, eps=0))) / (mean_psnr(b) - mean_psnr(a))
-    assert slope == pytest.approx(-0.012 * math.log(10) / 10)
+    assert slope == pytest.approx(-train.PSNR_LOSS_SCALE * math.log(10) / 10)
+
+
+def test_psnr_loss_refuses_an_l1_weighting_it_would_ignore():
+    with pytest.raises(SystemExit) as e:
+        train.main(["--loss", "psnr", "--loss-power", "1.0", "--iters", "0"])
+    assert e.value.code == 2
 
 
 def test_experiments_stand_apart_from_the_product_and_the_tests():

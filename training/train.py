@@ -100,15 +100,18 @@ def image_loss(y, gt, lq, power=0.0, floor=0.01):
     return (err * (w / w.mean())).mean()
 
 
+# Brings the log-MSE gradient to about the size of L1's at this model's errors (RMS ~0.025).
+PSNR_LOSS_SCALE = 0.012
+
+
 def psnr_loss(y, gt, eps=1e-6):
     """The mean of the samples' log MSE: minimising it maximises their mean PSNR, the score itself.
 
-    Each sample's gradient is divided by its own MSE, as a PSNR gain weighs errors. The factor
-    brings the gradient to about the size of L1's at this model's errors (RMS ~0.025), so the
-    QF head's share of the loss and the clipping threshold keep their meaning.
+    Each sample's gradient is divided by its own MSE, as a PSNR gain weighs errors; the scale
+    keeps the QF head's share of the loss and the clipping threshold meaning what they did.
     """
     mse = (y - gt).square().mean(dim=(1, 2, 3))
-    return 0.012 * torch.log(mse + eps).mean()
+    return PSNR_LOSS_SCALE * torch.log(mse + eps).mean()
 
 
 def lr_at(it, total, base, warm=300):
@@ -154,6 +157,8 @@ def main(argv=None):
                     help="weight each sample's L1 by (its JPEG's L1 error)^-p, so lightly compressed samples "
                          "are not drowned out by heavy ones (0: plain L1)")
     a = ap.parse_args(argv)
+    if a.loss == "psnr" and a.loss_power:
+        ap.error("--loss-power weights the L1 loss; --loss psnr already weighs each sample by its own error")
     if a.bf16 is None:
         a.bf16 = a.device != "cpu" or cpu_has_bf16()
     torch.set_num_threads(a.threads)

@@ -12,7 +12,7 @@ from core import weights
 from core.network import Config, build, config_from_state_dict
 from core.weights import COMPACT_CONFIG
 from tests.conftest import shared_path
-from training import deepen, degrade, qf_head, ship, train
+from training import data, deepen, degrade, qf_head, ship, train
 
 
 def test_double_jpeg_is_shifted_and_labelled_with_the_lower_qf():
@@ -33,6 +33,18 @@ def test_batch_workers_make_batches_of_the_requested_shape():
     lq, gt, qf = next(iter(loader))
     assert lq.shape == gt.shape == (4, 3, 32, 32) and qf.shape == (4, 1)
     assert float(qf.min()) >= 0.05 and float(qf.max()) <= 0.95
+
+
+def test_skip_gray_leaves_out_only_images_without_colour(tmp_path):
+    from PIL import Image
+    rng = np.random.default_rng(1)
+    Image.fromarray(rng.integers(0, 256, (40, 40), dtype=np.uint8)).save(tmp_path / "gray.png")
+    Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(tmp_path / "colour.png")
+    # A colour file whose channels happen to be equal is gray too.
+    Image.fromarray(np.repeat(rng.integers(0, 256, (40, 40, 1), dtype=np.uint8), 3, axis=2)).save(tmp_path / "rgb-gray.png")
+    assert len(data.load_images(tmp_path, 32)) == 3
+    kept = data.load_images(tmp_path, 32, skip_gray=True)
+    assert len(kept) == 1 and not data.is_gray(kept[0])
 
 
 @pytest.fixture(scope="module")

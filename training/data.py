@@ -10,7 +10,12 @@ from PIL import Image
 from training import degrade
 
 
-def load_images(train_dir: pathlib.Path, min_side: int) -> list[np.ndarray]:
+def is_gray(a: np.ndarray) -> bool:
+    return bool((a[..., 0] == a[..., 1]).all() and (a[..., 1] == a[..., 2]).all())
+
+
+def load_images(train_dir: pathlib.Path, min_side: int, skip_gray: bool = False) -> list[np.ndarray]:
+    """`skip_gray` leaves out images without colour: a colour model learns no chroma from them."""
     images = []
     for p in sorted(train_dir.rglob("*")):
         if p.suffix.lower() not in (".png", ".jpg", ".jpeg"):
@@ -19,8 +24,9 @@ def load_images(train_dir: pathlib.Path, min_side: int) -> list[np.ndarray]:
         if "SunHays80_q75" in str(p):
             # Quality-75 originals: halve with an anti-aliasing filter to hide their 8x8 blocks.
             im = im.resize((im.width // 2, im.height // 2), Image.LANCZOS)
-        if min(im.size) >= min_side:
-            images.append(np.asarray(im))
+        a = np.asarray(im)
+        if min(im.size) >= min_side and not (skip_gray and is_gray(a)):
+            images.append(a)
     return images
 
 

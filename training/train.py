@@ -156,6 +156,8 @@ def main(argv=None):
     ap.add_argument("--loss-power", type=float, default=0.0,
                     help="weight each sample's L1 by (its JPEG's L1 error)^-p, so lightly compressed samples "
                          "are not drowned out by heavy ones (0: plain L1)")
+    ap.add_argument("--skip-gray", action="store_true",
+                    help="train on colour images only (the gray textures and scans are about 10%% of the images)")
     a = ap.parse_args(argv)
     if a.loss == "psnr" and a.loss_power:
         ap.error("--loss-power weights the L1 loss; --loss psnr already weighs each sample by its own error")
@@ -202,7 +204,7 @@ def main(argv=None):
         best = ck.get("best", best)
         print(f"resumed at iteration {start} ({spent / 3600:.2f} h so far)")
 
-    images = data.load_images(SHARED / "train", a.patch + 8)
+    images = data.load_images(SHARED / "train", a.patch + 8, a.skip_gray)
     val = load_val()
     print(f"{len(images)} training images; {len(val)} validation crops; {a.device}; bf16 {a.bf16}; "
           f"{a.threads} threads; {a.workers} batch workers; EMA {a.ema}", flush=True)

@@ -47,6 +47,30 @@ def test_skip_gray_leaves_out_only_images_without_colour(tmp_path):
     assert len(kept) == 1 and not data.is_gray(kept[0])
 
 
+def test_min_scale_zooms_crops_out_and_off_leaves_them_unscaled():
+    ramp = np.broadcast_to(np.arange(200, dtype=np.uint8)[None, :, None], (200, 200, 3)).copy()
+
+    def slopes(min_scale, seed=4):
+        rng = random.Random(seed)
+        out = []
+        for _ in range(30):
+            gt = data.sample([ramp], rng, 32, 0.0, min_scale)[1].astype(float)
+            out.append(max(np.abs(np.diff(gt, axis=0)).mean(), np.abs(np.diff(gt, axis=1)).mean()))
+        return np.array(out)
+
+    # Off, every crop is the image's own pixels, not resampled.
+    assert np.allclose(slopes(1.0), 1.0)
+    zoomed = slopes(0.5)
+    # A crop zoomed out by s has a ramp 1/s as steep: between 1 and 2 here, and spread.
+    assert zoomed.min() > 0.95 and zoomed.max() < 2.1 and zoomed.max() > 1.6 and np.median(zoomed) > 1.2
+
+
+def test_min_scale_outside_zero_to_one_is_a_usage_error(tmp_path):
+    with pytest.raises(SystemExit) as e:
+        train.main(["--min-scale", "1.5", "--out", str(tmp_path / "run")])
+    assert e.value.code == 2
+
+
 @pytest.fixture(scope="module")
 def datasets():
     shared_path("datasets/train")  # skips loudly without ../shared

@@ -38,19 +38,29 @@ def augment(a: np.ndarray, rng: random.Random) -> np.ndarray:
     return np.ascontiguousarray(a)
 
 
-def sample(images, rng: random.Random, size: int, p_double: float):
-    """One (degraded, clean, qf) triple as uint8 HxWx3 arrays and an int QF."""
+def sample(images, rng: random.Random, size: int, p_double: float, min_scale: float = 1.0):
+    """One (degraded, clean, qf) triple as uint8 HxWx3 arrays and an int QF.
+
+    `min_scale` < 1 zooms each crop out by a random factor in [min_scale, 1]: new
+    scales of the same few hundred photographs, so more data in effect.
+    """
     img = images[rng.randrange(len(images))]
     h, w = img.shape[:2]
-    y, x = rng.randrange(h - size - 8 + 1), rng.randrange(w - size - 8 + 1)
-    crop = augment(img[y:y + size + 8, x:x + size + 8], rng)
+    side = src = size + 8
+    if min_scale < 1:
+        src = min(h, w, round(side / rng.uniform(max(min_scale, side / min(h, w)), 1.0)))
+    y, x = rng.randrange(h - src + 1), rng.randrange(w - src + 1)
+    crop = img[y:y + src, x:x + src]
+    if src != side:
+        crop = np.asarray(Image.fromarray(crop).resize((side, side), Image.LANCZOS))
+    crop = augment(crop, rng)
     if rng.random() < p_double:
         return degrade.double(crop, rng, size)
     return degrade.single(crop, rng, size)
 
 
-def batch(images, rng: random.Random, n: int, size: int, p_double: float):
-    triples = [sample(images, rng, size, p_double) for _ in range(n)]
+def batch(images, rng: random.Random, n: int, size: int, p_double: float, min_scale: float = 1.0):
+    triples = [sample(images, rng, size, p_double, min_scale) for _ in range(n)]
     lq = np.stack([t[0] for t in triples]).astype(np.float32) / 255
     gt = np.stack([t[1] for t in triples]).astype(np.float32) / 255
     qf = np.array([[1 - t[2] / 100] for t in triples], dtype=np.float32)

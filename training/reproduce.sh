@@ -113,3 +113,20 @@ PY=${PYTHON:-python3}
 "$PY" -m training.train --init training/run15c/compact_latest.pth --loss psnr --iters 1000 --lr 1e-4 \
     --patch 128 --batch 16 --threads 1 --val-every 500 --seed 8 --out training/run16
 "$PY" -m training.ship training/run16/compact_latest.pth training/logs/v9-latest.pth
+# 2026-12-07: two ablations of the data, from v9-latest.pth (run16's weights in fp16): gray
+# images in or out ...
+"$PY" -m training.train --init training/logs/v9-latest.pth --loss psnr --iters 1500 --lr 1e-4 \
+    --patch 128 --batch 16 --threads 1 --val-every 500 --seed 9 --out training/run17a
+"$PY" -m training.train --init training/logs/v9-latest.pth --skip-gray --loss psnr --iters 1500 --lr 1e-4 \
+    --patch 128 --batch 16 --threads 1 --val-every 500 --seed 9 --out training/run17b
+# ... and, from the colour-only arm, crops zoomed out (the lever) or not.
+"$PY" -m training.train --init training/run17b/compact_latest.pth --skip-gray --loss psnr --iters 1500 --lr 1e-4 \
+    --patch 128 --batch 16 --threads 1 --val-every 500 --seed 10 --out training/run18a
+"$PY" -m training.train --init training/run17b/compact_latest.pth --skip-gray --min-scale 0.5 --loss psnr \
+    --iters 1500 --lr 1e-4 --patch 128 --batch 16 --threads 1 --val-every 500 --seed 10 --out training/run18b
+# Then how far to zoom out: at most to 0.5 or to 0.3 of the size (0.3 went on).
+"$PY" -m training.train --init training/run18b/compact_latest.pth --skip-gray --min-scale 0.5 --loss psnr \
+    --iters 1400 --lr 1e-4 --patch 128 --batch 16 --threads 1 --val-every 500 --seed 11 --out training/run19a
+"$PY" -m training.train --init training/run18b/compact_latest.pth --skip-gray --min-scale 0.3 --loss psnr \
+    --iters 1400 --lr 1e-4 --patch 128 --batch 16 --threads 1 --val-every 500 --seed 11 --out training/run19b
+"$PY" -m training.ship training/run19b/compact_latest.pth training/logs/v9-latest.pth

@@ -29,7 +29,7 @@ def test_double_jpeg_is_shifted_and_labelled_with_the_lower_qf():
 
 def test_batch_workers_make_batches_of_the_requested_shape():
     images = [np.random.default_rng(i).integers(0, 256, (80, 90, 3), dtype=np.uint8) for i in range(3)]
-    loader = torch.utils.data.DataLoader(train.Batches(images, "t", 4, 32, 0.5), batch_size=None, num_workers=1)
+    loader = torch.utils.data.DataLoader(train.Batches(images, "t", 4, data.Sampling(32, 0.5)), batch_size=None, num_workers=1)
     lq, gt, qf = next(iter(loader))
     assert lq.shape == gt.shape == (4, 3, 32, 32) and qf.shape == (4, 1)
     assert float(qf.min()) >= 0.05 and float(qf.max()) <= 0.95
@@ -54,7 +54,7 @@ def test_min_scale_zooms_crops_out_and_off_leaves_them_unscaled():
         rng = random.Random(seed)
         out = []
         for _ in range(30):
-            gt = data.sample([ramp], rng, 32, 0.0, min_scale)[1].astype(float)
+            gt = data.sample([ramp], rng, data.Sampling(32, 0.0, min_scale))[1].astype(float)
             out.append(max(np.abs(np.diff(gt, axis=0)).mean(), np.abs(np.diff(gt, axis=1)).mean()))
         return np.array(out)
 
@@ -63,6 +63,18 @@ def test_min_scale_zooms_crops_out_and_off_leaves_them_unscaled():
     zoomed = slopes(0.5)
     # A crop zoomed out by s has a ramp 1/s as steep: between 1 and 2 here, and spread.
     assert zoomed.min() > 0.95 and zoomed.max() < 2.1 and zoomed.max() > 1.6 and np.median(zoomed) > 1.2
+
+
+def test_permute_channels_shows_every_order_of_rgb_and_off_keeps_it():
+    flat = np.broadcast_to(np.array([10, 120, 240], dtype=np.uint8), (60, 60, 3)).copy()
+
+    def orders(permute):
+        rng = random.Random(5)
+        return {tuple(data.sample([flat], rng, data.Sampling(32, 0.3, permute_channels=permute))[1][0, 0])
+                for _ in range(60)}
+
+    assert orders(False) == {(10, 120, 240)}
+    assert len(orders(True)) == 6 and all(sorted(o) == [10, 120, 240] for o in orders(True))
 
 
 def test_min_scale_outside_zero_to_one_is_a_usage_error(tmp_path):

@@ -85,7 +85,7 @@ def main(argv=None):
     t0, losses = time.time(), []
     record(0, losses, t0)
     for it in range(a.iters):
-        lq, _, qf = (torch.from_numpy(v) for v in data.batch(images, rng, a.batch, a.patch, p_double=0.0))
+        lq, _, qf = (torch.from_numpy(v) for v in data.batch(images, rng, a.batch, data.Sampling(a.patch, p_double=0.0)))
         with torch.no_grad():
             enc = model.encode(lq.contiguous(memory_format=torch.channels_last))[2]
         loss = F.l1_loss(model.qf_pred(enc), qf)

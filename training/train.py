@@ -66,10 +66,10 @@ def plain_state_dict(model) -> dict:
     return {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
 
 
-def batches(images, rng: random.Random, batch: int, patch: int, p_double: float, min_scale: float = 1.0):
+def batches(images, rng: random.Random, batch: int, sampling: data.Sampling):
     """Endless (degraded, clean, QF label) tensor batches drawn from `rng`."""
     while True:
-        yield tuple(torch.from_numpy(v) for v in data.batch(images, rng, batch, patch, p_double, min_scale))
+        yield tuple(torch.from_numpy(v) for v in data.batch(images, rng, batch, sampling))
 
 
 class Batches(torch.utils.data.IterableDataset):
@@ -78,14 +78,13 @@ class Batches(torch.utils.data.IterableDataset):
     On a GPU the JPEG round trips on the CPU are the bottleneck, so they run in parallel.
     """
 
-    def __init__(self, images, seed: str, batch: int, patch: int, p_double: float, min_scale: float = 1.0):
-        self.images, self.seed, self.batch, self.patch = images, seed, batch, patch
-        self.p_double, self.min_scale = p_double, min_scale
+    def __init__(self, images, seed: str, batch: int, sampling: data.Sampling):
+        self.images, self.seed, self.batch, self.sampling = images, seed, batch, sampling
 
     def __iter__(self):
         info = torch.utils.data.get_worker_info()
         rng = random.Random(f"{self.seed}-{0 if info is None else info.id}")
-        return batches(self.images, rng, self.batch, self.patch, self.p_double, self.min_scale)
+        return batches(self.images, rng, self.batch, self.sampling)
 
 
 def image_loss(y, gt, lq, power=0.0, floor=0.01):
@@ -159,6 +158,8 @@ def main(argv=None):
                          "are not drowned out by heavy ones (0: plain L1)")
     ap.add_argument("--min-scale", type=float, default=1.0,
                     help="zoom each training crop out by a random factor down to this (1: no zoom)")
+    ap.add_argument("--permute-channels", action="store_true",
+                    help="show each crop in a random order of R, G and B (new colours from the same photographs)")
     ap.add_argument("--skip-gray", action="store_true",
                     help="train on colour images only (the gray textures and scans are about 10%% of the images)")
     a = ap.parse_args(argv)
@@ -213,12 +214,13 @@ def main(argv=None):
     val = load_val()
     print(f"{len(images)} training images; {len(val)} validation crops; {a.device}; bf16 {a.bf16}; "
           f"{a.threads} threads; {a.workers} batch workers; EMA {a.ema}", flush=True)
+    sampling = data.Sampling(a.patch, a.p_double, a.min_scale, a.permute_channels)
     if a.workers:
-        source = Batches(images, f"{a.seed}-{start}", a.batch, a.patch, a.p_double, a.min_scale)
+        source = Batches(images, f"{a.seed}-{start}", a.batch, sampling)
         stream = iter(torch.utils.data.DataLoader(source, batch_size=None, num_workers=a.workers, prefetch_factor=4))
     else:
         # In the loop, from the checkpointed rng: a resumed run continues the exact stream.
-        stream = batches(images, rng, a.batch, a.patch, a.p_double, a.min_scale)
+        stream = batches(images, rng, a.batch, sampling)
     t0, running = time.time(), []
     for it in range(start, a.iters):
         for g in opt.param_groups:

@@ -77,6 +77,23 @@ def test_permute_channels_shows_every_order_of_rgb_and_off_keeps_it():
     assert len(orders(True)) == 6 and all(sorted(o) == [10, 120, 240] for o in orders(True))
 
 
+def test_qf_grid_sets_where_three_quarters_of_the_qfs_fall():
+    rng = random.Random(2)
+    qfs = [degrade.draw_qf(rng, (10, 20)) for _ in range(2000)]
+    on_grid = sum(q in (10, 20) for q in qfs) / len(qfs)
+    assert 0.72 < on_grid < 0.82 and all(5 <= q <= 95 for q in qfs)
+    gt_qf = [data.sample([np.zeros((60, 60, 3), np.uint8)], rng, data.Sampling(32, 0.0, qf_grid=(15,)))[2]
+             for _ in range(200)]
+    assert 0.6 < gt_qf.count(15) / len(gt_qf) < 0.9
+
+
+@pytest.mark.parametrize("grid", ["10,x", "0,20", "10,101"])
+def test_a_bad_qf_grid_is_a_usage_error(tmp_path, grid):
+    with pytest.raises(SystemExit) as e:
+        train.main(["--qf-grid", grid, "--out", str(tmp_path / "run")])
+    assert e.value.code == 2
+
+
 def test_min_scale_outside_zero_to_one_is_a_usage_error(tmp_path):
     with pytest.raises(SystemExit) as e:
         train.main(["--min-scale", "1.5", "--out", str(tmp_path / "run")])

@@ -40,11 +40,14 @@ class Sampling:
     `permute_channels` shows each crop in a random order of R, G and B: new colours
     (and new luma, which mixes the channels unequally) from the same photographs.
     Off, neither draws from the rng, so earlier runs' streams are unchanged.
+    `qf_grid`: the QFs that three quarters of the samples are compressed at (the rest
+    are uniform in 5..95).
     """
     patch: int
     p_double: float = 0.3
     min_scale: float = 1.0
     permute_channels: bool = False
+    qf_grid: tuple[int, ...] = degrade.QF_GRID
 
 
 def augment(a: np.ndarray, rng: random.Random, permute_channels: bool = False) -> np.ndarray:
@@ -70,8 +73,8 @@ def sample(images, rng: random.Random, s: Sampling):
         crop = np.asarray(Image.fromarray(crop).resize((side, side), Image.LANCZOS))
     crop = augment(crop, rng, s.permute_channels)
     if rng.random() < s.p_double:
-        return degrade.double(crop, rng, s.patch)
-    return degrade.single(crop, rng, s.patch)
+        return degrade.double(crop, rng, s.patch, s.qf_grid)
+    return degrade.single(crop, rng, s.patch, s.qf_grid)
 
 
 def batch(images, rng: random.Random, n: int, s: Sampling):

@@ -121,6 +121,16 @@ def lr_at(it, total, base, warm=300):
     return 1e-6 + 0.5 * (base - 1e-6) * (1 + math.cos(math.pi * min(t, 1.0)))
 
 
+def qf_list(text: str) -> tuple[int, ...]:
+    try:
+        qfs = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of QFs") from None
+    if not all(1 <= q <= 100 for q in qfs):
+        raise argparse.ArgumentTypeError(f"QFs are 1..100, not {text}")
+    return qfs
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser()
     ap.add_argument("--iters", type=int, default=16000)
@@ -160,6 +170,9 @@ def main(argv=None):
                     help="zoom each training crop out by a random factor down to this (1: no zoom)")
     ap.add_argument("--permute-channels", action="store_true",
                     help="show each crop in a random order of R, G and B (new colours from the same photographs)")
+    ap.add_argument("--qf-grid", type=qf_list, default=degrade.QF_GRID,
+                    help="comma-separated QFs that 3/4 of the samples are compressed at; the rest are uniform "
+                         "in 5..95 (default: the paper's 10,20,...,70)")
     ap.add_argument("--skip-gray", action="store_true",
                     help="train on colour images only (the gray textures and scans are about 10%% of the images)")
     a = ap.parse_args(argv)
@@ -214,7 +227,7 @@ def main(argv=None):
     val = load_val()
     print(f"{len(images)} training images; {len(val)} validation crops; {a.device}; bf16 {a.bf16}; "
           f"{a.threads} threads; {a.workers} batch workers; EMA {a.ema}", flush=True)
-    sampling = data.Sampling(a.patch, a.p_double, a.min_scale, a.permute_channels)
+    sampling = data.Sampling(a.patch, a.p_double, a.min_scale, a.permute_channels, a.qf_grid)
     if a.workers:
         source = Batches(images, f"{a.seed}-{start}", a.batch, sampling)
         stream = iter(torch.utils.data.DataLoader(source, batch_size=None, num_workers=a.workers, prefetch_factor=4))

@@ -37,7 +37,15 @@ def mcmaster() -> list[tuple[str, np.ndarray]]:
     folder = SHARED / "val" / "McMaster"
     if not folder.is_dir():
         raise SystemExit(f"validation set missing: {folder} (the benchmarks need ../shared)")
-    return [(p.stem, np.asarray(Image.open(p).convert("RGB"))) for p in sorted(folder.glob("*.png"))]
+    return clean_images(folder)
+
+
+def clean_images(folder: pathlib.Path) -> list[tuple[str, np.ndarray]]:
+    """The PNGs in `folder` as (name, RGB array)."""
+    out = [(p.stem, np.asarray(Image.open(p).convert("RGB"))) for p in sorted(folder.glob("*.png"))]
+    if not out:
+        raise SystemExit(f"no PNG images in {folder}")
+    return out
 
 
 def high_frequency_energy(img: np.ndarray) -> float:

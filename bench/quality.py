@@ -1,6 +1,10 @@
 """Quality of a model through the engine on McMaster (../shared/datasets/val).
 
-    python -m bench.quality [--model compact|PATH] [--images N] [--skip-bf16]
+    python -m bench.quality [--model compact|PATH] [--images N] [--skip-bf16] [--folder DIR]
+
+`--folder` measures on other clean photographs instead: McMaster's saturated colours
+can favour what other photographs do not (e.g. CBSD68, as PNGs, from
+github.com/majedelhelou/denoising_datasets; none of it is in the training data).
 
 Prints PSNR/SSIM gains over the JPEG input, double-JPEG gains, the QF prediction
 error, what the QF slider does, and the bf16-vs-fp32 difference. Figures, not a test.
@@ -8,11 +12,12 @@ error, what the QF slider does, and the bf16-vs-fp32 difference. Figures, not a 
 from __future__ import annotations
 
 import argparse
+import pathlib
 import time
 
 import numpy as np
 
-from bench.metrics import high_frequency_energy, jpeg, mcmaster, psnr, resave, ssim
+from bench.metrics import clean_images, high_frequency_energy, jpeg, mcmaster, psnr, resave, ssim
 from core.engine import Engine
 
 
@@ -33,14 +38,17 @@ def gains(eng, model, pairs, qf=None):
 def main(argv=None):
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default="compact")
-    ap.add_argument("--images", type=int, default=18)
+    ap.add_argument("--images", type=int, default=None, help="the first N images (default: all)")
     ap.add_argument("--precision", default="auto")
     ap.add_argument("--skip-bf16", action="store_true")
+    ap.add_argument("--folder", type=pathlib.Path, default=None,
+                    help="clean PNG photographs to measure on instead of McMaster")
     a = ap.parse_args(argv)
     t0 = time.time()
-    images = mcmaster()[:a.images]
+    images = (mcmaster() if a.folder is None else clean_images(a.folder))[:a.images]
     eng = Engine("cpu", a.precision)
-    print(f"model {a.model}, precision {a.precision}, McMaster x{len(images)}, Pillow JPEG 4:2:0, auto QF from pixels only")
+    where = "McMaster" if a.folder is None else str(a.folder)
+    print(f"model {a.model}, precision {a.precision}, {where} x{len(images)}, Pillow JPEG 4:2:0, auto QF from pixels only")
 
     print("\n== single JPEG (bar: gain >= +1.3 dB at each QF)")
     print("  QF  PSNR jpeg -> out (gain)      SSIM jpeg -> out     mean QF used")

@@ -130,3 +130,16 @@ PY=${PYTHON:-python3}
 "$PY" -m training.train --init training/run18b/compact_latest.pth --skip-gray --min-scale 0.3 --loss psnr \
     --iters 1400 --lr 1e-4 --patch 128 --batch 16 --threads 1 --val-every 500 --seed 11 --out training/run19b
 "$PY" -m training.ship training/run19b/compact_latest.pth training/logs/v9-latest.pth
+# 2026-12-07 morning: crops in a random RGB order or not (arm b won on McMaster and lost
+# on CBSD68, held out: not taken; the line went on from arm a) ...
+"$PY" -m training.train --init training/logs/v9-latest.pth --skip-gray --min-scale 0.3 --loss psnr \
+    --iters 2000 --lr 1e-4 --patch 128 --batch 16 --threads 1 --val-every 500 --seed 12 --out training/run20a
+"$PY" -m training.train --init training/logs/v9-latest.pth --skip-gray --min-scale 0.3 --permute-channels \
+    --loss psnr --iters 2000 --lr 1e-4 --patch 128 --batch 16 --threads 1 --val-every 500 --seed 12 --out training/run20b
+# ... then the QF grid: the paper's 10..70 or 10..50 for three quarters of the samples.
+"$PY" -m training.train --init training/run20a/compact_latest.pth --skip-gray --min-scale 0.3 --loss psnr \
+    --iters 1200 --lr 1e-4 --patch 128 --batch 16 --threads 1 --val-every 400 --seed 13 --out training/run21a
+"$PY" -m training.train --init training/run20a/compact_latest.pth --skip-gray --min-scale 0.3 --qf-grid 10,20,30,40,50 \
+    --loss psnr --iters 1200 --lr 1e-4 --patch 128 --batch 16 --threads 1 --val-every 400 --seed 13 --out training/run21b
+"$PY" -m training.ship training/run21a/compact_latest.pth training/logs/v9-latest.pth
+# Continue with: --init training/logs/v9-latest.pth --skip-gray --min-scale 0.3 --loss psnr

@@ -94,6 +94,14 @@ def test_a_bad_qf_grid_is_a_usage_error(tmp_path, grid):
     assert e.value.code == 2
 
 
+@pytest.mark.parametrize("folder", ["missing", "empty"])
+def test_an_extra_folder_without_images_is_a_usage_error(tmp_path, folder):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SystemExit) as e:
+        train.main(["--extra", str(tmp_path / folder), "--out", str(tmp_path / "run")])
+    assert e.value.code == 2
+
+
 def test_min_scale_outside_zero_to_one_is_a_usage_error(tmp_path):
     with pytest.raises(SystemExit) as e:
         train.main(["--min-scale", "1.5", "--out", str(tmp_path / "run")])

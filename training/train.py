@@ -173,11 +173,16 @@ def main(argv=None):
     ap.add_argument("--qf-grid", type=qf_list, default=degrade.QF_GRID,
                     help="comma-separated QFs that 3/4 of the samples are compressed at; the rest are uniform "
                          "in 5..95 (default: the paper's 10,20,...,70)")
+    ap.add_argument("--extra", type=pathlib.Path, action="append", default=[], metavar="DIR",
+                    help="another folder of clean photographs (PNG) to train on besides ../shared's; repeatable")
     ap.add_argument("--skip-gray", action="store_true",
                     help="train on colour images only (the gray textures and scans are about 10%% of the images)")
     a = ap.parse_args(argv)
     if not 0 < a.min_scale <= 1:
         ap.error("--min-scale is a zoom-out factor in (0, 1]")
+    for d in a.extra:
+        if not any(p.suffix.lower() == ".png" for p in d.rglob("*")):
+            ap.error(f"--extra {d}: no PNG images there")
     if a.loss == "psnr" and a.loss_power:
         ap.error("--loss-power weights the L1 loss; --loss psnr already weighs each sample by its own error")
     if a.bf16 is None:
@@ -224,6 +229,8 @@ def main(argv=None):
         print(f"resumed at iteration {start} ({spent / 3600:.2f} h so far)")
 
     images = data.load_images(SHARED / "train", a.patch + 8, a.skip_gray)
+    for d in a.extra:
+        images += data.load_images(d, a.patch + 8, a.skip_gray)
     val = load_val()
     print(f"{len(images)} training images; {len(val)} validation crops; {a.device}; bf16 {a.bf16}; "
           f"{a.threads} threads; {a.workers} batch workers; EMA {a.ema}", flush=True)

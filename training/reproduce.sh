@@ -142,4 +142,13 @@ PY=${PYTHON:-python3}
 "$PY" -m training.train --init training/run20a/compact_latest.pth --skip-gray --min-scale 0.3 --qf-grid 10,20,30,40,50 \
     --loss psnr --iters 1200 --lr 1e-4 --patch 128 --batch 16 --threads 1 --val-every 400 --seed 13 --out training/run21b
 "$PY" -m training.ship training/run21a/compact_latest.pth training/logs/v9-latest.pth
+# 2026-12-07 midday: Urban100 at full size as extra photographs or not (a tie on McMaster,
+# a small loss on CBSD68: not taken). CUrban100/ is that folder of majedelhelou/denoising_datasets
+# (brought here with the fetch tool; `git archive HEAD CUrban100 | tar -x -C /tmp/extra`).
+"$PY" -m training.train --init training/logs/v9-latest.pth --skip-gray --min-scale 0.3 --loss psnr \
+    --iters 1500 --lr 1e-4 --patch 128 --batch 16 --threads 1 --val-every 500 --seed 14 --out training/run22a
+"$PY" -m training.train --init training/logs/v9-latest.pth --skip-gray --min-scale 0.3 --loss psnr \
+    --extra /tmp/extra/CUrban100 --iters 1500 --lr 1e-4 --patch 128 --batch 16 --threads 1 --val-every 500 \
+    --seed 14 --out training/run22b
+"$PY" -m training.ship training/run22a/compact_latest.pth training/logs/v9-latest.pth
 # Continue with: --init training/logs/v9-latest.pth --skip-gray --min-scale 0.3 --loss psnr

@@ -94,9 +94,14 @@ def test_a_bad_qf_grid_is_a_usage_error(tmp_path, grid):
     assert e.value.code == 2
 
 
-@pytest.mark.parametrize("folder", ["missing", "empty"])
-def test_an_extra_folder_without_images_is_a_usage_error(tmp_path, folder):
+@pytest.mark.parametrize("folder", ["missing", "empty", "jpegs"])
+def test_an_extra_folder_without_lossless_images_is_a_usage_error(tmp_path, folder):
+    from PIL import Image
     (tmp_path / "empty").mkdir()
+    (tmp_path / "jpegs").mkdir()
+    im = Image.fromarray(np.zeros((40, 40, 3), dtype=np.uint8))
+    im.save(tmp_path / "jpegs" / "a.png")
+    im.save(tmp_path / "jpegs" / "b.jpg")
     with pytest.raises(SystemExit) as e:
         train.main(["--extra", str(tmp_path / folder), "--out", str(tmp_path / "run")])
     assert e.value.code == 2

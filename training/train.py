@@ -181,8 +181,12 @@ def main(argv=None):
     if not 0 < a.min_scale <= 1:
         ap.error("--min-scale is a zoom-out factor in (0, 1]")
     for d in a.extra:
-        if not any(p.suffix.lower() == ".png" for p in d.rglob("*")):
+        suffixes = {p.suffix.lower() for p in d.rglob("*")}
+        if ".png" not in suffixes:
             ap.error(f"--extra {d}: no PNG images there")
+        # load_images reads JPEGs too (../shared's q95 originals), but here they would be taught as clean.
+        if suffixes & {".jpg", ".jpeg"}:
+            ap.error(f"--extra {d}: holds JPEGs; extra photographs must be lossless")
     if a.loss == "psnr" and a.loss_power:
         ap.error("--loss-power weights the L1 loss; --loss psnr already weighs each sample by its own error")
     if a.bf16 is None:
